@@ -1,0 +1,129 @@
+"""The ``sidegate`` command."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from .config import ConfigError, GatewayConfig, load_config
+from .gateway import Gateway
+
+
+def _load(args: argparse.Namespace) -> GatewayConfig:
+    config = load_config(args.config)
+    if getattr(args, "port", None):
+        config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, port=args.port))
+    return config
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    return run(_load(args), socket_path=args.socket, ready_file=args.ready_file)
+
+
+def _cmd_extproc(args: argparse.Namespace) -> int:
+    from .runner import serve_extproc
+
+    return serve_extproc(_load(args), args.socket)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    gateway = Gateway(config)
+    problems = [p for ring in gateway.keys.values() for p in ring.check()]
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    print(
+        f"{args.config}: OK — {len(config.providers)} providers, {len(config.models)} models, "
+        f"{len(config.routes)} routes ({len(gateway.plans)} Envoy routes)"
+    )
+    return 1 if problems and args.strict else 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from .envoy_bootstrap import render_yaml
+
+    sys.stdout.write(render_yaml(_load(args), args.socket or "/run/sidegate/extproc.sock"))
+    return 0
+
+
+def _cmd_fake(args: argparse.Namespace) -> int:
+    from .fake_provider import serve_forever
+
+    serve_forever(api=args.api, host=args.host, port=args.port, name=args.name, key=args.key)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sidegate", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", required=True, help="the gateway config (YAML)")
+
+    p = sub.add_parser("run", help="run Envoy and the ext_proc service locally")
+    with_config(p)
+    p.add_argument("--port", type=int, help="app listener port (overrides listen.port)")
+    p.add_argument("--socket", help="ext_proc Unix socket path (default: a private temp dir)")
+    p.add_argument("--ready-file", help="write the base URL here once ready")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("extproc", help="serve only the ext_proc service (sidecar container)")
+    with_config(p)
+    p.add_argument("--socket", default="/run/sidegate/extproc.sock")
+    p.set_defaults(func=_cmd_extproc)
+
+    cfg = sub.add_parser("config", help="check or render a gateway config").add_subparsers(
+        dest="config_command", required=True
+    )
+    p = cfg.add_parser("check", help="validate the config and its key sources")
+    with_config(p)
+    p.add_argument("--strict", action="store_true", help="fail when a key source is unusable")
+    p.set_defaults(func=_cmd_check)
+    p = cfg.add_parser("render", help="print the generated Envoy bootstrap")
+    with_config(p)
+    p.add_argument("--port", type=int)
+    p.add_argument("--socket", help="ext_proc socket path to render (default /run/sidegate/extproc.sock)")
+    p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("fake-provider", help="a local provider that speaks the real wire format")
+    p.add_argument("--api", choices=["openai", "anthropic"], required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--name", default="fake", help="selects x-fake-fault-<name> fault headers")
+    p.add_argument("--key", help="require this API key (default: accept any)")
+    p.set_defaults(func=_cmd_fake)
+
+    p = sub.add_parser("bench", help="measure sidegate's added latency against Envoy alone and direct")
+    p.add_argument("--requests", type=int, default=2000, help="requests per scenario")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--json", help="also write the results here")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"sidegate: invalid config: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

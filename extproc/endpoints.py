@@ -1,0 +1,63 @@
+"""The HTTP endpoints sidegate answers, recognised from method and path.
+
+OpenAI SDKs use a base URL ending in ``/v1`` (sidegate also accepts
+``/openai/v1``); the Anthropic SDK's base URL is ``…/anthropic``, so its
+requests arrive as ``/anthropic/v1/messages``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .apis import ClientApi, ErrorStyle
+from .errors import GatewayError
+
+
+class Kind(enum.Enum):
+    PROXY = "proxy"  # a model call, routed to a provider
+    LIST_MODELS = "list-models"
+    GET_MODEL = "get-model"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    kind: Kind
+    style: ErrorStyle
+    api: ClientApi | None = None
+    model_id: str | None = None
+
+
+_POST = {
+    "/chat/completions": ClientApi.OPENAI_CHAT,
+    "/embeddings": ClientApi.OPENAI_EMBEDDINGS,
+}
+
+
+def style_for_path(path: str) -> ErrorStyle:
+    return ErrorStyle.ANTHROPIC if path.startswith("/anthropic/") else ErrorStyle.OPENAI
+
+
+def classify(method: str, path: str) -> Endpoint:
+    path = path.split("?", 1)[0]
+    style = style_for_path(path)
+    if style is ErrorStyle.ANTHROPIC:
+        if path == "/anthropic/v1/messages":
+            return _only(method, "POST", path, Endpoint(Kind.PROXY, style, ClientApi.ANTHROPIC_MESSAGES))
+        raise GatewayError(404, f"sidegate does not serve {method} {path}", code="unknown_url")
+    rest = next((path[len(p):] for p in ("/openai/v1", "/v1") if path.startswith(p + "/")), None)
+    if rest is None:
+        raise GatewayError(404, f"sidegate does not serve {method} {path}", code="unknown_url")
+    if rest in _POST:
+        return _only(method, "POST", path, Endpoint(Kind.PROXY, style, _POST[rest]))
+    if rest == "/models":
+        return _only(method, "GET", path, Endpoint(Kind.LIST_MODELS, style))
+    if rest.startswith("/models/") and len(rest) > len("/models/"):
+        return _only(method, "GET", path, Endpoint(Kind.GET_MODEL, style, model_id=rest[8:]))
+    raise GatewayError(404, f"sidegate does not serve {method} {path}", code="unknown_url")
+
+
+def _only(method: str, allowed: str, path: str, endpoint: Endpoint) -> Endpoint:
+    if method != allowed:
+        raise GatewayError(405, f"{path} accepts {allowed}, not {method}", code="method_not_allowed")
+    return endpoint

@@ -1,0 +1,408 @@
+"""A local provider that speaks the real OpenAI or Anthropic wire format, faults on demand.
+
+For tests, benchmarks and local work without keys. It answers
+``POST /v1/chat/completions`` and ``/v1/embeddings`` (OpenAI) or
+``POST /v1/messages`` (Anthropic), streamed or not, with exact SSE framing.
+
+Faults come from a request header named for the fake, so that one request can
+make the first provider fail and the fallback succeed::
+
+    x-fake-fault-<name>: status=429,retry_after=1
+    x-fake-fault-<name>: stall=5                  # no byte for 5 s
+    x-fake-fault-<name>: reset_after=2            # RST after 2 SSE events
+    x-fake-fault-<name>: chunk_delay=0.2          # 200 ms between SSE events
+    x-fake-fault-<name>: error_event=overloaded_error   # Anthropic SSE error mid-stream
+    x-fake-fault-<name>: cache_read=100,cache_creation=20
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+            503: "Service Unavailable", 529: "Overloaded"}
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Faults:
+    status: int = 0
+    retry_after: str | None = None
+    stall: float = 0.0
+    reset_after: int = -1
+    chunk_delay: float = 0.0
+    error_event: str | None = None
+    cache_read: int = 0
+    cache_creation: int = 0
+
+    @classmethod
+    def parse(cls, value: str) -> Faults:
+        f = cls()
+        for item in filter(None, (p.strip() for p in value.split(","))):
+            key, _, v = item.partition("=")
+            if key == "status":
+                f.status = int(v)
+            elif key == "retry_after":
+                f.retry_after = v
+            elif key == "stall":
+                f.stall = float(v)
+            elif key == "reset_after":
+                f.reset_after = int(v)
+            elif key == "chunk_delay":
+                f.chunk_delay = float(v)
+            elif key == "error_event":
+                f.error_event = v
+            elif key in ("cache_read", "cache_creation"):
+                setattr(f, key, int(v))
+        return f
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            if isinstance(c, list):
+                texts = [p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text"]
+                if texts:
+                    return " ".join(texts)
+                kinds = [p.get("type") for p in c if isinstance(p, dict)]
+                return "[" + ",".join(str(k) for k in kinds) + "]"
+    return ""
+
+
+def _tool_args(tool_schema: Any) -> dict[str, Any]:
+    props = tool_schema.get("properties", {}) if isinstance(tool_schema, dict) else {}
+    required = tool_schema.get("required", list(props)) if isinstance(tool_schema, dict) else []
+    return {name: "test" for name in required}
+
+
+def _words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [p + (" " if i < len(parts) - 1 else "") for i, p in enumerate(parts)]
+
+
+@dataclass
+class FakeProvider:
+    api: str  # "openai" | "anthropic"
+    name: str = "fake"
+    key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[Recorded] = field(default_factory=list)
+    record: bool = True
+    _loop: asyncio.AbstractEventLoop | None = None
+    _server: asyncio.AbstractServer | None = None
+    _thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start_async(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def start(self) -> FakeProvider:
+        """Serve from a background thread with its own event loop."""
+        ready = threading.Event()
+
+        def main() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self.start_async())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=main, name=f"fake-{self.name}", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            self._loop.call_soon_threadsafe(self._server.close)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread:
+            self._thread.join(5)
+
+    @property
+    def base_url(self) -> str:
+        suffix = "/v1" if self.api == "openai" else ""
+        return f"http://{self.host}:{self.port}{suffix}"
+
+    # -- HTTP/1.1 --------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers: dict[str, str] = {}
+                for line in lines[1:]:
+                    if line:
+                        k, _, v = line.partition(":")
+                        headers[k.strip().lower()] = v.strip()
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+                        chunk = await reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                        body += chunk[:-2]
+                else:
+                    body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if self.record:
+                    self.requests.append(Recorded(method, path, headers, body))
+                keep = await self._respond(writer, method, path, headers, body)
+                if not keep:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            if not writer.is_closing():
+                writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes,
+                    extra: dict[str, str] | None = None,
+                    content_type: str = "application/json") -> None:
+        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+                f"content-type: {content_type}", f"content-length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+
+    def _error(self, status: int, message: str) -> bytes:
+        if self.api == "anthropic":
+            kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                    429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+            return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+        kind = {400: "invalid_request_error", 401: "invalid_request_error",
+                429: "rate_limit_error"}.get(status, "server_error")
+        return json.dumps({"error": {"message": message, "type": kind, "param": None,
+                                     "code": None}}).encode()
+
+    async def _respond(self, writer: asyncio.StreamWriter, method: str, path: str,
+                       headers: dict[str, str], raw: bytes) -> bool:
+        faults = Faults.parse(headers.get(f"x-fake-fault-{self.name}", ""))
+        if faults.stall:
+            await asyncio.sleep(faults.stall)
+        if self.key is not None:
+            if self.api == "openai":
+                ok = headers.get("authorization") == f"Bearer {self.key}"
+            else:
+                ok = headers.get("x-api-key") == self.key and "anthropic-version" in headers
+            if not ok:
+                await self._send(writer, 401, self._error(401, "invalid x-api-key or authorization"))
+                return True
+        if faults.status:
+            extra = {"retry-after": faults.retry_after} if faults.retry_after else {}
+            await self._send(writer, faults.status, self._error(faults.status, f"fault injected by {self.name}"), extra)
+            return True
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            await self._send(writer, 400, self._error(400, "body is not JSON"))
+            return True
+        if self.api == "openai" and method == "POST" and path == "/v1/chat/completions":
+            return await self._openai_chat(writer, body, faults)
+        if self.api == "openai" and method == "POST" and path == "/v1/embeddings":
+            inputs = body.get("input")
+            items = inputs if isinstance(inputs, list) else [inputs]
+            data = [{"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}
+                    for i in range(len(items))]
+            out = {"object": "list", "data": data, "model": body.get("model"),
+                   "usage": {"prompt_tokens": 3 * len(items), "total_tokens": 3 * len(items)}}
+            await self._send(writer, 200, json.dumps(out).encode())
+            return True
+        if self.api == "anthropic" and method == "POST" and path == "/v1/messages":
+            if not isinstance(body.get("max_tokens"), int):
+                await self._send(writer, 400, self._error(400, "max_tokens: Field required"))
+                return True
+            return await self._anthropic(writer, body, faults)
+        await self._send(writer, 404, self._error(404, f"no route {method} {path}"))
+        return True
+
+    # -- OpenAI ----------------------------------------------------------------
+
+    def _reply(self, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        text = f"Hello from {self.name}! You said: {_last_user_text(body.get('messages') or [])}"
+        tools = body.get("tools") or []
+        choice = body.get("tool_choice")
+        if tools and choice not in ("none", {"type": "none"}):
+            tool = tools[0]
+            if self.api == "openai":
+                name, schema = tool["function"]["name"], tool["function"].get("parameters")
+            else:
+                name, schema = tool["name"], tool.get("input_schema")
+            return text, {"name": name, "args": _tool_args(schema)}
+        return text, None
+
+    async def _openai_chat(self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults) -> bool:
+        text, call = self._reply(body)
+        model = body.get("model")
+        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
+        completion = len(text.split())
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "total_tokens": prompt + completion,
+                 "prompt_tokens_details": {"cached_tokens": f.cache_read}}
+        cid, created = "chatcmpl-fake123", int(time.time())
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": None if call else text,
+                                       "refusal": None}
+            if call:
+                message["tool_calls"] = [{"id": "call_fake1", "type": "function", "function": {
+                    "name": call["name"], "arguments": json.dumps(call["args"])}}]
+            out = {"id": cid, "object": "chat.completion", "created": created, "model": model,
+                   "choices": [{"index": 0, "message": message, "logprobs": None,
+                                "finish_reason": "tool_calls" if call else "stop"}],
+                   "usage": usage, "system_fingerprint": "fp_fake"}
+            await self._send(writer, 200, json.dumps(out).encode())
+            return True
+        with_usage = (body.get("stream_options") or {}).get("include_usage") is True
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            c: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                 "model": model, "system_fingerprint": "fp_fake",
+                                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                              "finish_reason": finish}]}
+            if with_usage:
+                c["usage"] = None
+            return b"data: " + json.dumps(c).encode() + b"\n\n"
+
+        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        if call:
+            args = json.dumps(call["args"])
+            events.append(chunk({"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function",
+                                                 "function": {"name": call["name"], "arguments": ""}}]}))
+            half = len(args) // 2
+            for part in (args[:half], args[half:]):
+                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
+            events.append(chunk({}, "tool_calls"))
+        else:
+            events += [chunk({"content": w}) for w in _words(text)]
+            events.append(chunk({}, "stop"))
+        if with_usage:
+            events.append(b"data: " + json.dumps({
+                "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "system_fingerprint": "fp_fake", "choices": [], "usage": usage}).encode() + b"\n\n")
+        events.append(b"data: [DONE]\n\n")
+        return await self._stream(writer, events, f)
+
+    # -- Anthropic -------------------------------------------------------------
+
+    async def _anthropic(self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults) -> bool:
+        text, call = self._reply(body)
+        model = body.get("model")
+        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
+        out_tokens = len(text.split())
+        stop_reason = "tool_use" if call else "end_turn"
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        if call:
+            content.append({"type": "tool_use", "id": "toolu_fake1", "name": call["name"],
+                            "input": call["args"]})
+        usage = {"input_tokens": prompt, "cache_creation_input_tokens": f.cache_creation,
+                 "cache_read_input_tokens": f.cache_read, "output_tokens": out_tokens}
+        mid = "msg_fake123"
+        if not body.get("stream"):
+            out = {"id": mid, "type": "message", "role": "assistant", "model": model,
+                   "content": content, "stop_reason": stop_reason, "stop_sequence": None,
+                   "usage": usage}
+            await self._send(writer, 200, json.dumps(out).encode())
+            return True
+
+        def ev(name: str, data: dict[str, Any]) -> bytes:
+            return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+        start_usage = dict(usage, output_tokens=1)
+        events = [
+            ev("message_start", {"type": "message_start", "message": {
+                "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": None, "stop_sequence": None, "usage": start_usage}}),
+            ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}}),
+            ev("ping", {"type": "ping"}),
+        ]
+        events += [ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                              "delta": {"type": "text_delta", "text": w}})
+                   for w in _words(text)]
+        events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        if call:
+            args = json.dumps(call["args"])
+            half = len(args) // 2
+            events.append(ev("content_block_start", {"type": "content_block_start", "index": 1,
+                                                     "content_block": {"type": "tool_use", "id": "toolu_fake1",
+                                                                       "name": call["name"], "input": {}}}))
+            for part in (args[:half], args[half:]):
+                events.append(ev("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                                         "delta": {"type": "input_json_delta", "partial_json": part}}))
+            events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 1}))
+        if f.error_event:
+            events.insert(3, ev("error", {"type": "error", "error": {
+                "type": f.error_event, "message": "Overloaded"}}))
+            del events[4:]
+        else:
+            events.append(ev("message_delta", {"type": "message_delta",
+                                               "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                               "usage": {"output_tokens": out_tokens}}))
+            events.append(ev("message_stop", {"type": "message_stop"}))
+        return await self._stream(writer, events, f)
+
+    # -- SSE -------------------------------------------------------------------
+
+    async def _stream(self, writer: asyncio.StreamWriter, events: list[bytes], f: Faults) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+                     b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n")
+        for i, event in enumerate(events):
+            if i == f.reset_after:
+                await writer.drain()
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return False
+            if f.chunk_delay and i:
+                await asyncio.sleep(f.chunk_delay)
+            writer.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+
+def serve_forever(*, api: str, host: str, port: int, name: str, key: str | None) -> None:
+    from .server import install_event_loop_policy
+
+    install_event_loop_policy()
+
+    async def main() -> None:
+        fake = FakeProvider(api=api, name=name, key=key, host=host, port=port, record=False)
+        await fake.start_async()
+        print(f"fake {api} provider {name!r} on {fake.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,34 @@
+"""The runtime a processor needs: config, route plans, key rings, requests in flight."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+
+from .config import GatewayConfig
+from .keys import KeyRing
+from .routing import RoutePlan, plan_routes
+from .state import RequestTable
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.plans: dict[str, RoutePlan] = plan_routes(config)
+        self.keys = {name: KeyRing(p) for name, p in config.providers.items()}
+        self.requests = RequestTable()
+        self._ids = itertools.count(1)
+        self._id_prefix = f"sg-{os.getpid():x}-{int(time.time()):x}-"
+        created = int(time.time())
+        self.model_cards = {
+            name: {"id": name, "object": "model", "created": created, "owned_by": "sidegate"}
+            for name in sorted(config.routes)
+        }
+        self.models_body = json.dumps(
+            {"object": "list", "data": list(self.model_cards.values())}
+        ).encode()
+
+    def new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids)}"

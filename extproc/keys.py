@@ -1,0 +1,99 @@
+"""Provider keys: read from env vars or files, rotated per attempt, never printed.
+
+A file source is re-read when it changes (the kubelet swaps a Secret volume's
+``..data`` symlink on rotation), checked at most once per ``recheck`` seconds so
+the hot path does not stat a file on every request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+
+from .config import KeySource, Provider
+
+
+class MissingKey(Exception):
+    """A key source that yields no key. The message names the source, never a value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
+class _FileKey:
+    def __init__(self, path: str, recheck: float) -> None:
+        self.path = path
+        self.recheck = recheck
+        self._stamp: tuple[int, int, int] | None = None
+        self._value: Secret | None = None
+        self._checked = 0.0
+
+    def get(self) -> Secret:
+        now = time.monotonic()
+        if self._value is not None and now - self._checked < self.recheck:
+            return self._value
+        self._checked = now
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp or self._value is None:
+                with open(self.path, encoding="utf-8") as f:
+                    text = f.read().strip()
+                if not text:
+                    raise MissingKey(f"key file {self.path} is empty")
+                self._value, self._stamp = Secret(text), stamp
+        except OSError as e:
+            if self._value is not None:
+                # Mid-rotation the path can vanish for an instant: keep the last key.
+                return self._value
+            raise MissingKey(f"cannot read key file {self.path}: {e.strerror}") from None
+        return self._value
+
+
+class KeyRing:
+    """The keys of one provider, handed out round-robin."""
+
+    def __init__(self, provider: Provider, *, recheck: float = 1.0) -> None:
+        self.provider = provider.name
+        self._sources: list[tuple[KeySource, _FileKey | None]] = [
+            (s, _FileKey(s.file, recheck) if s.file else None) for s in provider.keys
+        ]
+        self._next = itertools.cycle(range(len(self._sources)))
+
+    def _read(self, index: int) -> Secret:
+        source, file_key = self._sources[index]
+        if file_key is not None:
+            return file_key.get()
+        assert source.env is not None
+        value = os.environ.get(source.env, "").strip()
+        if not value:
+            raise MissingKey(f"environment variable {source.env} is not set")
+        return Secret(value)
+
+    def next(self) -> Secret:
+        errors = []
+        for _ in range(len(self._sources)):
+            try:
+                return self._read(next(self._next))
+            except MissingKey as e:
+                errors.append(str(e))
+        raise MissingKey(f"provider {self.provider!r} has no usable key: {'; '.join(errors)}")
+
+    def check(self) -> list[str]:
+        """Problems with each source, for ``sidegate config check`` and startup."""
+        problems = []
+        for i, (source, _) in enumerate(self._sources):
+            try:
+                self._read(i)
+            except MissingKey as e:
+                problems.append(f"providers.{self.provider}.keys[{i}] ({source.describe()}): {e}")
+        return problems

@@ -1,0 +1,160 @@
+"""The policy stage: once per request, at router level, before any provider is picked.
+
+It recognises the endpoint, rejects bad input in the caller's dialect, parses
+the body once, and pins the request to an Envoy route (routing header plus
+``clear_route_cache``) whose priority groups hold only providers that can serve
+it. The parsed request is left in the request table for the provider stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from . import validation
+from .apis import ErrorStyle, route_key
+from .endpoints import Endpoint, Kind, classify, style_for_path
+from .errors import GatewayError, render
+from .gateway import Gateway
+from .headers import mutation, to_dict
+from .state import RequestState
+
+log = logging.getLogger(__name__)
+
+ROUTE_HEADER = "x-sidegate-route"
+REQUEST_ID = "x-request-id"
+# Client headers that belong to the Anthropic API and reach Anthropic providers only.
+ANTHROPIC_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def immediate(status: int, body: bytes, details: str, content_type: str = "application/json") -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    ir = resp.immediate_response
+    ir.status.code = status  # type: ignore[assignment]
+    ir.body = body
+    ir.details = details
+    ir.headers.CopyFrom(mutation({"content-type": content_type}))
+    return resp
+
+
+def error_response(err: GatewayError, style: ErrorStyle) -> pb.ProcessingResponse:
+    return immediate(err.status, render(err, style), f"sidegate_{err.code or 'error'}")
+
+
+class PolicyStream:
+    """One ext_proc stream of the policy stage, i.e. one HTTP request."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.endpoint: Endpoint | None = None
+        self.headers: dict[str, str] = {}
+        self.request_id: str | None = None
+
+    def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        which = req.WhichOneof("request")
+        try:
+            if which == "request_headers":
+                return [self.on_headers(req.request_headers)]
+            if which == "request_body":
+                return [self.on_body(req.request_body)]
+        except GatewayError as e:
+            style = self.endpoint.style if self.endpoint else ErrorStyle.OPENAI
+            return [error_response(e, style)]
+        log.warning("policy stage: unexpected %s message", which)
+        return []
+
+    def on_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
+        self.headers = h = to_dict(msg.headers)
+        path = h.get(":path", "/")
+        try:
+            self.endpoint = ep = classify(h.get(":method", "GET"), path)
+        except GatewayError as e:
+            return error_response(e, style_for_path(path))
+        if ep.kind is Kind.LIST_MODELS:
+            return immediate(200, self.gw.models_body, "sidegate_models")
+        if ep.kind is Kind.GET_MODEL:
+            card = self.gw.model_cards.get(ep.model_id or "")
+            if card is None:
+                raise _unknown_model(ep.model_id or "", self.gw)
+            return immediate(200, json.dumps(card).encode(), "sidegate_models")
+        content_type = h.get("content-type", "")
+        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+            raise GatewayError(
+                415,
+                f"expected content-type application/json, got {content_type or 'none'}",
+                code="unsupported_media_type",
+            )
+        limit = self.gw.config.limits.max_request_body_bytes
+        length = h.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise GatewayError(
+                413, f"request body of {length} bytes exceeds the limit of {limit} bytes",
+                code="request_too_large",
+            )
+        if msg.end_of_stream:
+            raise GatewayError(400, "request body is required", code="invalid_request")
+        resp = pb.ProcessingResponse()
+        resp.request_headers.SetInParent()
+        return resp
+
+    def on_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
+        ep = self.endpoint
+        assert ep is not None and ep.api is not None
+        if len(msg.body) > self.gw.config.limits.max_request_body_bytes:
+            raise GatewayError(413, "request body exceeds the configured limit", code="request_too_large")
+        body, raw = validation.parse(msg.body)
+        validation.check(ep.api, body)
+        model = body["model"]
+        plan = self.gw.plans.get(route_key(model, ep.api))
+        if plan is None:
+            if model in self.gw.config.routes:
+                raise GatewayError(
+                    400, f"model {model!r} cannot serve {self.headers.get(':path')}", code="model_not_supported",
+                    param="model",
+                )
+            raise _unknown_model(model, self.gw)
+
+        set_headers = {ROUTE_HEADER: plan.key}
+        request_id = self.headers.get(REQUEST_ID, "")
+        if not request_id or request_id in self.gw.requests:
+            # The client reused an id that is still in flight: the two requests
+            # must not share state.
+            request_id = self.gw.new_request_id()
+            set_headers[REQUEST_ID] = request_id
+        stream = body.get("stream") is True
+        self.request_id = request_id
+        self.gw.requests.put(
+            RequestState(
+                id=request_id,
+                api=ep.api,
+                plan=plan,
+                requested_model=model,
+                body=body,
+                raw=raw,
+                stream=stream,
+                include_usage=stream and validation.wants_usage(ep.api, body),
+                passthrough_headers={
+                    k: self.headers[k] for k in ANTHROPIC_CLIENT_HEADERS if k in self.headers
+                },
+            )
+        )
+        resp = pb.ProcessingResponse()
+        common = resp.request_body.response
+        common.header_mutation.CopyFrom(mutation(set_headers))
+        common.clear_route_cache = True
+        return resp
+
+    def close(self) -> None:
+        if self.request_id is not None:
+            self.gw.requests.pop(self.request_id)
+
+
+def _unknown_model(model: str, gw: Gateway) -> GatewayError:
+    names = sorted(gw.config.routes)
+    shown = ", ".join(names[:20]) + (", …" if len(names) > 20 else "")
+    return GatewayError(
+        404, f"The model {model!r} does not exist or is not served here; available: {shown}",
+        code="model_not_found", param="model",
+    )

@@ -1,0 +1,221 @@
+"""The provider stage: an upstream filter, run once per attempt for that attempt's provider.
+
+It translates the original request for this provider, injects this provider's
+key, and translates the response back chunk by chunk. Envoy carries header
+mutations from one attempt into the next, so every header this stage owns is
+set or removed on every attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from .config import Provider, ProviderApi
+from .errors import GatewayError
+from .gateway import Gateway
+from .headers import mutation, to_dict
+from .keys import MissingKey
+from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response, immediate
+from .routing import model_for_attempt
+from .state import RequestState
+from .translate import AttemptContext, Exchange, exchange_for
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_ATTR = "upstream.request_attempt_count"
+
+# Credentials any client or provider API uses; all are cleared, then this
+# provider's is set, so neither the app's placeholder key nor an earlier
+# attempt's key ever reaches a provider.
+AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+# Headers that mean something to one provider API only.
+OPENAI_ONLY = ("openai-organization", "openai-project")
+
+
+def _attempt(req: pb.ProcessingRequest) -> int:
+    attrs = req.attributes.get("envoy.filters.http.ext_proc")
+    if attrs is None:
+        return 1
+    value = attrs.fields.get(ATTEMPT_ATTR)
+    return int(value.number_value) if value is not None and value.number_value else 1
+
+
+class ProviderStream:
+    """One ext_proc stream of the provider stage, i.e. one attempt."""
+
+    def __init__(self, gateway: Gateway, provider: Provider) -> None:
+        self.gw = gateway
+        self.provider = provider
+        self.state: RequestState | None = None
+        self.exchange: Exchange | None = None
+        self.model_name: str | None = None
+
+    def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        which = req.WhichOneof("request")
+        if which == "response_body":
+            out = self.on_response_body(req.response_body)
+            return [out] if out is not None else []
+        if which == "response_headers":
+            return [self.on_response_headers(req.response_headers)]
+        if which == "request_headers":
+            return [self.on_request_headers(req)]
+        if which == "request_body":
+            return [self.on_request_body()]
+        if which == "response_trailers":
+            return self.on_response_trailers()
+        log.warning("provider stage: unexpected %s message", which)
+        return []
+
+    # -- request -----------------------------------------------------------------
+
+    def on_request_headers(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        headers = to_dict(req.request_headers.headers)
+        state = self.gw.requests.get(headers.get(REQUEST_ID, ""))
+        if state is None:
+            # The policy stage did not see this request: never forward it unprocessed.
+            return immediate(500, b'{"error":{"message":"sidegate: request reached a provider '
+                             b'without passing the policy stage","type":"server_error"}}',
+                             "sidegate_no_policy_state")
+        self.state = state
+        state.attempts += 1
+        model = model_for_attempt(state.plan, self.gw.config.models, self.provider.name, _attempt(req))
+        if model is None:
+            return error_response(
+                GatewayError(500, f"provider {self.provider.name!r} is not a candidate for this request"),
+                state.api.error_style,
+            )
+        self.model_name = model.name
+        self.exchange = exchange_for(AttemptContext(
+            client_api=state.api,
+            body=state.body,
+            raw=state.raw,
+            provider=self.provider,
+            model=model,
+            stream=state.stream,
+            include_usage=state.include_usage,
+            defaults=self.gw.config.defaults,
+        ))
+        resp = pb.ProcessingResponse()
+        resp.request_headers.SetInParent()
+        return resp
+
+    def _auth_headers(self, state: RequestState) -> dict[str, str]:
+        key = self.gw.keys[self.provider.name].next().value
+        if self.provider.api is ProviderApi.ANTHROPIC:
+            return {
+                "x-api-key": key,
+                "anthropic-version": state.passthrough_headers.get(
+                    "anthropic-version", self.provider.anthropic_version
+                ),
+            }
+        return {"authorization": f"Bearer {key}"}
+
+    def on_request_body(self) -> pb.ProcessingResponse:
+        state, exchange = self.state, self.exchange
+        if state is None or exchange is None:
+            return immediate(500, b"", "sidegate_no_state")
+        style = state.api.error_style
+        try:
+            outbound = exchange.request()
+            auth = self._auth_headers(state)
+        except GatewayError as e:
+            return error_response(e, style)
+        except MissingKey as e:
+            log.error("%s", e)
+            return error_response(
+                GatewayError(500, f"provider {self.provider.name!r} has no usable key; see the gateway log"),
+                style,
+            )
+        set_headers = {
+            ":path": outbound.path,
+            "content-type": "application/json",
+            "content-length": str(len(outbound.body)),
+            # Compressed bodies could not be translated chunk by chunk.
+            "accept-encoding": "identity",
+            **auth,
+        }
+        remove = [h for h in AUTH_HEADERS if h not in set_headers]
+        if self.provider.api is ProviderApi.ANTHROPIC:
+            if "anthropic-beta" in state.passthrough_headers:
+                set_headers["anthropic-beta"] = state.passthrough_headers["anthropic-beta"]
+            else:
+                remove.append("anthropic-beta")
+            remove.extend(OPENAI_ONLY)
+        else:
+            remove.extend(ANTHROPIC_CLIENT_HEADERS)
+        resp = pb.ProcessingResponse()
+        common = resp.request_body.response
+        common.header_mutation.CopyFrom(mutation(set_headers, remove))
+        common.body_mutation.body = outbound.body
+        return resp
+
+    # -- response ----------------------------------------------------------------
+
+    def on_response_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
+        headers = to_dict(msg.headers)
+        resp = pb.ProcessingResponse()
+        resp.response_headers.SetInParent()
+        if self.exchange is None:
+            return resp
+        status = int(headers.get(":status", "0") or 0)
+        plan = self.exchange.begin_response(status, headers.get("content-type", ""))
+        set_headers = {
+            "x-sidegate-provider": self.provider.name,
+            "x-sidegate-model": self.model_name or "",
+        }
+        remove: list[str] = []
+        if plan.content_type:
+            set_headers["content-type"] = plan.content_type
+        if plan.rewrites:
+            remove += ["content-length", "content-encoding"]
+        resp.response_headers.response.header_mutation.CopyFrom(mutation(set_headers, remove))
+        if msg.end_of_stream:
+            # No body will follow; an error still needs one in the caller's format.
+            self._finish_attempt()
+        return resp
+
+    def on_response_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse | None:
+        if self.exchange is None:
+            out, eos = msg.body, msg.end_of_stream
+        else:
+            out = self.exchange.feed(msg.body)
+            eos = msg.end_of_stream
+            if eos:
+                out += self.exchange.finish()
+                self._finish_attempt()
+        if not out and not eos:
+            return None  # full duplex: nothing to send yet
+        return _streamed(out, eos)
+
+    def on_response_trailers(self) -> list[pb.ProcessingResponse]:
+        out: list[pb.ProcessingResponse] = []
+        if self.exchange is not None:
+            tail = self.exchange.finish()
+            self._finish_attempt()
+            if tail:
+                out.append(_streamed(tail, False))
+        resp = pb.ProcessingResponse()
+        resp.response_trailers.SetInParent()
+        out.append(resp)
+        return out
+
+    def _finish_attempt(self) -> None:
+        state, exchange = self.state, self.exchange
+        if state is None or exchange is None:
+            return
+        state.provider = self.provider.name
+        state.model = self.model_name
+        state.status = exchange.status
+        if exchange.usage is not None:
+            state.usage = exchange.usage
+
+
+def _streamed(body: bytes, eos: bool) -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    streamed = resp.response_body.response.body_mutation.streamed_response
+    streamed.body = body
+    streamed.end_of_stream = eos
+    return resp
+

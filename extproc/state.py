@@ -1,0 +1,59 @@
+"""Per-request state shared by the policy stage and the provider stage.
+
+Both stages run in this one process (the sidecar gives that affinity: one
+ext_proc per Envoy, over a Unix socket) and meet on the request id header the
+policy stage guarantees to be unique among requests in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .apis import ClientApi
+from .routing import RoutePlan
+from .usage import Usage
+
+
+@dataclass(slots=True)
+class RequestState:
+    id: str
+    api: ClientApi
+    plan: RoutePlan
+    requested_model: str
+    body: dict[str, Any]
+    raw: str
+    stream: bool
+    include_usage: bool
+    # Client headers each attempt sets or removes again (mutations leak between attempts).
+    passthrough_headers: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+    # Filled in by the provider stage when an attempt's response completes.
+    provider: str | None = None
+    model: str | None = None
+    status: int | None = None
+    usage: Usage | None = None
+
+
+class RequestTable:
+    """Requests in flight, by id."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, RequestState] = {}
+
+    def __contains__(self, request_id: str) -> bool:
+        return request_id in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, state: RequestState) -> None:
+        self._items[state.id] = state
+
+    def get(self, request_id: str) -> RequestState | None:
+        return self._items.get(request_id)
+
+    def pop(self, request_id: str) -> RequestState | None:
+        return self._items.pop(request_id, None)

@@ -1,0 +1,76 @@
+"""Anthropic client → Anthropic provider: Messages passed through.
+
+Only the model id changes. Usage is read from the JSON body, or on streams from
+``message_start`` and the cumulative ``message_delta`` counts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import anthropic_error_body, anthropic_type
+from ..rawjson import set_fields
+from ..sse import Event
+from ..usage import Usage, as_int
+from .exchange import Exchange, Outbound, dumps, error_text
+
+
+def usage_from(u: object, into: Usage | None = None) -> Usage | None:
+    """Anthropic usage → Usage. ``message_delta`` counts are cumulative: set, never add."""
+    if not isinstance(u, dict):
+        return into
+    usage = into or Usage()
+    read = as_int(u.get("cache_read_input_tokens"))
+    created = as_int(u.get("cache_creation_input_tokens"))
+    if "input_tokens" in u or "cache_read_input_tokens" in u:
+        usage.cache_read_tokens = read
+        usage.cache_creation_tokens = created
+        usage.input_tokens = as_int(u.get("input_tokens")) + read + created
+    if "output_tokens" in u:
+        usage.output_tokens = as_int(u.get("output_tokens"))
+    return usage
+
+
+def error_body(status: int, body: bytes, provider: str) -> bytes:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("type") == "error":
+        return body
+    message = f"provider {provider!r} answered {status}: {error_text(body) or 'no body'}"
+    return dumps(anthropic_error_body(message, anthropic_type(status)))
+
+
+class AnthropicToAnthropic(Exchange):
+    passthrough_json = True
+
+    def request(self) -> Outbound:
+        ctx = self.ctx
+        return Outbound(
+            path=ctx.provider.base_path + "/v1/messages",
+            body=set_fields(ctx.raw, {"model": ctx.model.id}).encode(),
+        )
+
+    def json_response(self, body: dict[str, Any]) -> bytes:
+        self.usage = usage_from(body.get("usage"))
+        return b""
+
+    def stream_event(self, event: Event) -> bytes:
+        if event.event in ("message_start", "message_delta"):
+            try:
+                data = json.loads(event.data)
+            except ValueError:
+                return event.raw
+            if isinstance(data, dict):
+                holder = data.get("message") if event.event == "message_start" else data
+                if isinstance(holder, dict):
+                    self.usage = usage_from(holder.get("usage"), self.usage)
+        return event.raw
+
+    def stream_end(self, *, truncated: bool) -> bytes:
+        return b""
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return error_body(status, body, self.ctx.provider.name)

@@ -1,0 +1,101 @@
+"""OpenAI client → OpenAI-compatible provider: chat completions and embeddings.
+
+Everything passes through byte for byte except the model id (the provider's),
+and, on streams, ``stream_options.include_usage``, which sidegate forces so it
+can count tokens; the extra usage chunk is dropped again when the client did
+not ask for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..apis import ClientApi
+from ..errors import openai_error_body, openai_type
+from ..rawjson import set_fields
+from ..sse import Event
+from ..usage import Usage, as_int
+from .exchange import Exchange, Outbound, dumps, error_text
+
+_NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
+
+
+def request_fields(body: dict[str, Any], model_id: str, *, stream: bool) -> dict[str, Any]:
+    """The top-level fields to overwrite in the client's body."""
+    fields: dict[str, Any] = {"model": model_id}
+    if stream:
+        options = body.get("stream_options")
+        merged = dict(options) if isinstance(options, dict) else {}
+        if merged.get("include_usage") is not True:
+            merged["include_usage"] = True
+            fields["stream_options"] = merged
+    return fields
+
+
+def usage_from(body: dict[str, Any]) -> Usage | None:
+    u = body.get("usage")
+    if not isinstance(u, dict):
+        return None
+    prompt = u.get("prompt_tokens_details")
+    completion = u.get("completion_tokens_details")
+    return Usage(
+        input_tokens=as_int(u.get("prompt_tokens")),
+        output_tokens=as_int(u.get("completion_tokens")),
+        cache_read_tokens=as_int(prompt.get("cached_tokens")) if isinstance(prompt, dict) else 0,
+        reasoning_tokens=(
+            as_int(completion.get("reasoning_tokens")) if isinstance(completion, dict) else 0
+        ),
+    )
+
+
+def error_body(status: int, body: bytes, provider: str) -> bytes:
+    """OpenAI-style errors pass as they are; anything else is wrapped in one."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return body
+    message = f"provider {provider!r} answered {status}: {error_text(body) or 'no body'}"
+    return dumps(openai_error_body(message, openai_type(status), code="upstream_error"))
+
+
+class OpenAIToOpenAI(Exchange):
+    passthrough_json = True
+
+    def request(self) -> Outbound:
+        ctx = self.ctx
+        suffix = "/embeddings" if ctx.client_api is ClientApi.OPENAI_EMBEDDINGS else "/chat/completions"
+        fields = request_fields(ctx.body, ctx.model.id, stream=ctx.stream)
+        return Outbound(
+            path=ctx.provider.base_path + suffix,
+            body=set_fields(ctx.raw, fields).encode(),
+        )
+
+    def json_response(self, body: dict[str, Any]) -> bytes:
+        self.usage = usage_from(body)
+        return b""
+
+    def stream_event(self, event: Event) -> bytes:
+        raw = event.raw
+        if b'"usage"' not in raw or _NULL_USAGE.search(raw):
+            return raw
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            return raw
+        if isinstance(chunk, dict):
+            usage = usage_from(chunk)
+            if usage is not None:
+                self.usage = usage
+                if not self.ctx.include_usage and not chunk.get("choices"):
+                    return b""
+        return raw
+
+    def stream_end(self, *, truncated: bool) -> bytes:
+        return b""
+
+    def error(self, status: int, body: bytes) -> bytes:
+        return error_body(status, body, self.ctx.provider.name)

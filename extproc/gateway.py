@@ -6,11 +6,12 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Callable
 
 from .config import GatewayConfig
 from .keys import KeyRing
 from .routing import RoutePlan, plan_routes
-from .state import RequestTable
+from .state import RequestState, RequestTable
 
 
 class Gateway:
@@ -20,6 +21,7 @@ class Gateway:
         self.keys = {name: KeyRing(p) for name, p in config.providers.items()}
         self.requests = RequestTable()
         self._ids = itertools.count(1)
+        self._listeners: list[Callable[[RequestState], None]] = []
         self._id_prefix = f"sg-{os.getpid():x}-{int(time.time()):x}-"
         created = int(time.time())
         self.model_cards = {
@@ -29,6 +31,17 @@ class Gateway:
         self.models_body = json.dumps(
             {"object": "list", "data": list(self.model_cards.values())}
         ).encode()
+
+    def on_complete(self, listener: Callable[[RequestState], None]) -> None:
+        """Call ``listener`` with each request's final state (budgets, audit, tests)."""
+        self._listeners.append(listener)
+
+    def complete(self, request_id: str) -> None:
+        state = self.requests.pop(request_id)
+        if state is None:
+            return
+        for listener in self._listeners:
+            listener(state)
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids)}"

@@ -147,8 +147,9 @@ class PolicyStream:
         return resp
 
     def close(self) -> None:
+        # Envoy ends the policy stream when the HTTP request ends, after every retry.
         if self.request_id is not None:
-            self.gw.requests.pop(self.request_id)
+            self.gw.complete(self.request_id)
 
 
 def _unknown_model(model: str, gw: Gateway) -> GatewayError:

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from extproc.fake_provider import FakeProvider
+from tests.harness import GatewayProcess, env_keys
+
+KEYS = {
+    "SG_TEST_OA_KEY": "sk-test-oa-secret",
+    "SG_TEST_OB_KEY": "sk-test-ob-secret",
+    "SG_TEST_AN_KEY": "sk-ant-test-an-secret",
+    "SG_TEST_BN_KEY": "sk-ant-test-bn-secret",
+}
+
+
+@pytest.fixture(scope="session")
+def fakes() -> Iterator[dict[str, FakeProvider]]:
+    env_keys(**KEYS)
+    providers = {
+        "oa": FakeProvider(api="openai", name="oa", key=KEYS["SG_TEST_OA_KEY"]).start(),
+        "ob": FakeProvider(api="openai", name="ob", key=KEYS["SG_TEST_OB_KEY"]).start(),
+        "an": FakeProvider(api="anthropic", name="an", key=KEYS["SG_TEST_AN_KEY"]).start(),
+        "bn": FakeProvider(api="anthropic", name="bn", key=KEYS["SG_TEST_BN_KEY"]).start(),
+    }
+    yield providers
+    for f in providers.values():
+        f.stop()
+
+
+def gateway_doc(fakes: dict[str, FakeProvider]) -> dict[str, Any]:
+    def provider(name: str) -> dict[str, Any]:
+        fake = fakes[name]
+        return {"api": fake.api, "base_url": fake.base_url,
+                "keys": [{"env": f"SG_TEST_{name.upper()}_KEY"}]}
+
+    return {
+        "providers": {
+            "openai-a": provider("oa"),
+            "openai-b": provider("ob"),
+            "anthropic-a": provider("an"),
+            "anthropic-b": provider("bn"),
+        },
+        "models": {
+            "gpt-4o": {"provider": "openai-a", "id": "gpt-4o-2024-08-06",
+                       "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}},
+            "gpt-4o-b": {"provider": "openai-b", "id": "gpt-4o-2024-11-20"},
+            "claude-sonnet": {"provider": "anthropic-a", "id": "claude-sonnet-4-5",
+                              "context_window": 200000},
+            "claude-sonnet-b": {"provider": "anthropic-b", "id": "claude-sonnet-4-5-backup"},
+            "embed": {"provider": "openai-a", "id": "text-embedding-3-small", "embeddings": True},
+        },
+        "routes": {
+            # OpenAI clients: Anthropic first, OpenAI as the fallback (cross-API failover).
+            "smart": [["claude-sonnet"], ["gpt-4o"]],
+            "fast": [["gpt-4o"], ["gpt-4o-b"]],
+            "claude": [["claude-sonnet"], ["claude-sonnet-b"]],
+        },
+        "timeouts": {"first_byte": "1s", "retry_base": "10ms", "retry_max": "50ms"},
+    }
+
+
+@pytest.fixture(scope="session")
+def gateway(fakes: dict[str, FakeProvider]) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(gateway_doc(fakes)).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset(request: pytest.FixtureRequest) -> None:
+    if "fakes" in request.fixturenames:
+        for f in request.getfixturevalue("fakes").values():
+            f.requests.clear()

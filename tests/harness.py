@@ -1,0 +1,102 @@
+"""A real gateway for tests: the ext_proc service in a background thread, real Envoy as a child."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extproc.config import GatewayConfig, parse_config
+from extproc.envoy_bootstrap import render_yaml
+from extproc.gateway import Gateway
+from extproc.runner import find_envoy
+from extproc.server import start_server
+from extproc.state import RequestState
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayProcess:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="sidegate-test-"))
+        doc = dict(doc)
+        doc.setdefault("listen", {})["port"] = free_port()
+        doc.setdefault("envoy", {}).setdefault("concurrency", 1)
+        (self.workdir / "sidegate.yaml").write_text(yaml.safe_dump(doc))
+        self.config: GatewayConfig = parse_config(doc)
+        self.gateway = Gateway(self.config)
+        self.completed: list[RequestState] = []
+        self.gateway.on_complete(self.completed.append)
+        self.socket = str(self.workdir / "extproc.sock")
+        self.loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self.envoy: subprocess.Popen[bytes] | None = None
+        self.log = self.workdir / "envoy.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.config.listen.port}"
+
+    def start(self) -> GatewayProcess:
+        started = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(start_server(self.gateway, self.socket))
+            started.set()
+            self.loop.run_forever()
+
+        self._thread = threading.Thread(target=main, name="extproc", daemon=True)
+        self._thread.start()
+        started.wait(10)
+        bootstrap = self.workdir / "envoy.yaml"
+        bootstrap.write_text(render_yaml(self.config, self.socket))
+        admin = self.workdir / "admin"
+        self.envoy = subprocess.Popen(
+            [find_envoy(), "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1",
+             "--log-level", "warning", "--admin-address-path", str(admin)],
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.envoy.poll() is None, self.log.read_text()
+            if admin.exists() and admin.read_text().strip():
+                try:
+                    with urllib.request.urlopen(f"http://{admin.read_text().strip()}/ready", timeout=1):
+                        return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError("Envoy did not become ready:\n" + self.log.read_text())
+
+    def wait_completed(self, count: int, timeout: float = 5.0) -> list[RequestState]:
+        deadline = time.monotonic() + timeout
+        while len(self.completed) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.completed
+
+    def stop(self) -> None:
+        if self.envoy is not None:
+            self.envoy.terminate()
+            self.envoy.wait(10)
+        if self._thread is not None:
+            asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+
+
+def env_keys(**keys: str) -> None:
+    os.environ.update(keys)

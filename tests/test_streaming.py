@@ -1,0 +1,27 @@
+"""Streams are passed chunk by chunk, never buffered whole."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from tests.harness import GatewayProcess
+
+
+@pytest.mark.parametrize(("model", "fault"), [("fast", "x-fake-fault-oa"), ("smart", "x-fake-fault-an")])
+def test_first_chunk_arrives_long_before_the_last(gateway: GatewayProcess, model: str, fault: str) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="x", max_retries=0)
+    stream = client.chat.completions.create(
+        model=model, stream=True, messages=[{"role": "user", "content": "one two three four"}],
+        extra_headers={fault: "chunk_delay=0.2"})
+    arrivals = []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic())
+    # 8+ events 200 ms apart: buffered, every chunk would arrive at once at the end.
+    assert len(arrivals) >= 6
+    assert arrivals[-1] - arrivals[0] >= 1.0
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert sum(g > 0.1 for g in gaps) >= len(gaps) - 1

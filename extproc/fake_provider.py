@@ -9,7 +9,7 @@ make the first provider fail and the fallback succeed::
 
     x-fake-fault-<name>: status=429,retry_after=1
     x-fake-fault-<name>: stall=5                  # no byte for 5 s
-    x-fake-fault-<name>: reset_after=2            # RST after 2 SSE events
+    x-fake-fault-<name>: reset_after=2            # RST after 2 SSE events (0: before headers)
     x-fake-fault-<name>: chunk_delay=0.2          # 200 ms between SSE events
     x-fake-fault-<name>: error_event=overloaded_error   # Anthropic SSE error mid-stream
     x-fake-fault-<name>: cache_read=100,cache_creation=20
@@ -218,6 +218,9 @@ class FakeProvider:
         faults = Faults.parse(headers.get(f"x-fake-fault-{self.name}", ""))
         if faults.stall:
             await asyncio.sleep(faults.stall)
+        if faults.reset_after == 0:
+            self._reset(writer)
+            return False
         if self.key is not None:
             if self.api == "openai":
                 ok = headers.get("authorization") == f"Bearer {self.key}"
@@ -381,16 +384,21 @@ class FakeProvider:
 
     # -- SSE -------------------------------------------------------------------
 
+    @staticmethod
+    def _reset(writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # Linger 0: close() sends RST, as a crashed or cut-off provider would.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
     async def _stream(self, writer: asyncio.StreamWriter, events: list[bytes], f: Faults) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
                      b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n")
         for i, event in enumerate(events):
             if i == f.reset_after:
                 await writer.drain()
-                sock = writer.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                writer.transport.abort()
+                self._reset(writer)
                 return False
             if f.chunk_delay and i:
                 await asyncio.sleep(f.chunk_delay)

@@ -109,13 +109,20 @@ def test_reset_mid_stream_ends_the_stream_with_an_error(gateway: GatewayProcess,
     received = b""
     with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
         "POST", f"{gateway.base}/v1/chat/completions", json=body,
-        headers={fault: "reset_after=4"}, timeout=10,
+        headers={fault: "reset_after=4,chunk_delay=0.1"}, timeout=10,
     ) as r:
         assert r.status_code == 200
         for chunk in r.iter_raw():
             received += chunk
     assert received.startswith(b"data: ") and b"[DONE]" not in received
     assert b'"finish_reason":"stop"' not in received.replace(b" ", b"")
+
+
+def test_reset_before_anything_reached_the_client_fails_over(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="smart", messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-fake-fault-an": "reset_after=0"})
+    assert raw.headers["x-sidegate-provider"] == "openai-a"
 
 
 def test_anthropic_error_event_mid_stream_becomes_openai_error(client: openai.OpenAI) -> None:

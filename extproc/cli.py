@@ -14,7 +14,9 @@ from .gateway import Gateway
 def _load(args: argparse.Namespace) -> GatewayConfig:
     config = load_config(args.config)
     if getattr(args, "port", None):
-        config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, port=args.port))
+        config = dataclasses.replace(
+            config, listen=dataclasses.replace(config.listen, port=args.port)
+        )
     return config
 
 
@@ -60,7 +62,7 @@ def _cmd_fake(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
-    return bench_main(args)
+    return int(bench_main(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cfg.add_parser("render", help="print the generated Envoy bootstrap")
     with_config(p)
     p.add_argument("--port", type=int)
-    p.add_argument("--socket", help="ext_proc socket path to render (default /run/sidegate/extproc.sock)")
+    p.add_argument(
+        "--socket", help="ext_proc socket path to render (default /run/sidegate/extproc.sock)"
+    )
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("fake-provider", help="a local provider that speaks the real wire format")
@@ -104,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="require this API key (default: accept any)")
     p.set_defaults(func=_cmd_fake)
 
-    p = sub.add_parser("bench", help="measure sidegate's added latency against Envoy alone and direct")
+    p = sub.add_parser(
+        "bench", help="measure sidegate's added latency against Envoy alone and direct"
+    )
     p.add_argument("--requests", type=int, default=2000, help="requests per scenario")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     p.add_argument("--json", help="also write the results here")

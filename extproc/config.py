@@ -177,8 +177,13 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 def _type_name(value: object) -> str:
     return {
-        dict: "a mapping", list: "a list", str: "a string", int: "an integer",
-        float: "a number", bool: "a boolean", type(None): "nothing",
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        type(None): "nothing",
     }.get(type(value), type(value).__name__)
 
 
@@ -198,7 +203,9 @@ class _Reader:
     def fail(self, message: str) -> ConfigError:
         return ConfigError(self.path, message)
 
-    def mapping(self, allowed: Sequence[str] | None = None, *, optional: bool = False) -> dict[str, Any]:
+    def mapping(
+        self, allowed: Sequence[str] | None = None, *, optional: bool = False
+    ) -> dict[str, Any]:
         if self.value is None and optional:
             return {}
         if not isinstance(self.value, dict):
@@ -292,9 +299,8 @@ def _parse_provider(name: str, r: _Reader) -> Provider:
     try:
         api = ProviderApi(api_s)
     except ValueError:
-        raise api_r.fail(
-            f"unknown provider API {api_s!r}; expected one of: {', '.join(a.value for a in ProviderApi)}"
-        ) from None
+        known = ", ".join(a.value for a in ProviderApi)
+        raise api_r.fail(f"unknown provider API {api_s!r}; expected one of: {known}") from None
     url_r = r.child("base_url")
     url = url_r.string().rstrip("/")
     parts = urlsplit(url)
@@ -406,7 +412,14 @@ def _parse_route(name: str, r: _Reader, models: Mapping[str, Model]) -> Route:
 
 
 _TOP_FIELDS = [
-    "providers", "models", "routes", "listen", "limits", "defaults", "timeouts", "envoy",
+    "providers",
+    "models",
+    "routes",
+    "listen",
+    "limits",
+    "defaults",
+    "timeouts",
+    "envoy",
     "extproc",
 ]
 
@@ -426,7 +439,9 @@ def parse_config(doc: Any) -> GatewayConfig:
         raise models_r.fail("define at least one model")
 
     routes_r = root.child("routes")
-    routes = {n: _parse_route(n, routes_r.child(n), models) for n in routes_r.mapping(optional=True)}
+    routes = {
+        n: _parse_route(n, routes_r.child(n), models) for n in routes_r.mapping(optional=True)
+    }
     # Every model is also reachable by its own name, as a route of one group,
     # unless a route of that name says otherwise.
     for name in models:
@@ -456,7 +471,14 @@ def parse_config(doc: Any) -> GatewayConfig:
     )
 
     t_r = root.child("timeouts")
-    t_fields = ["connect", "first_byte", "stream_idle", "retry_base", "retry_max", "retry_after_max"]
+    t_fields = [
+        "connect",
+        "first_byte",
+        "stream_idle",
+        "retry_base",
+        "retry_max",
+        "retry_after_max",
+    ]
     t_r.mapping(t_fields, optional=True)
     d = Timeouts()
     timeouts = Timeouts(**{f: t_r.child(f).duration(getattr(d, f)) for f in t_fields})

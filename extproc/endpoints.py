@@ -43,9 +43,11 @@ def classify(method: str, path: str) -> Endpoint:
     style = style_for_path(path)
     if style is ErrorStyle.ANTHROPIC:
         if path == "/anthropic/v1/messages":
-            return _only(method, "POST", path, Endpoint(Kind.PROXY, style, ClientApi.ANTHROPIC_MESSAGES))
+            return _only(
+                method, "POST", path, Endpoint(Kind.PROXY, style, ClientApi.ANTHROPIC_MESSAGES)
+            )
         raise GatewayError(404, f"sidegate does not serve {method} {path}", code="unknown_url")
-    rest = next((path[len(p):] for p in ("/openai/v1", "/v1") if path.startswith(p + "/")), None)
+    rest = next((path[len(p) :] for p in ("/openai/v1", "/v1") if path.startswith(p + "/")), None)
     if rest is None:
         raise GatewayError(404, f"sidegate does not serve {method} {path}", code="unknown_url")
     if rest in _POST:
@@ -59,5 +61,7 @@ def classify(method: str, path: str) -> Endpoint:
 
 def _only(method: str, allowed: str, path: str, endpoint: Endpoint) -> Endpoint:
     if method != allowed:
-        raise GatewayError(405, f"{path} accepts {allowed}, not {method}", code="method_not_allowed")
+        raise GatewayError(
+            405, f"{path} accepts {allowed}, not {method}", code="method_not_allowed"
+        )
     return endpoint

@@ -11,6 +11,7 @@ route hits a catch-all that refuses it, so traffic never bypasses the policy.
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 import yaml
@@ -27,6 +28,17 @@ RETRIABLE_STATUS = [429, 500, 502, 503, 504, 529]
 # Upstream failures Envoy answers itself; their replies are rewritten into the
 # caller's error format.
 UPSTREAM_FAILURE_FLAGS = ["UH", "UF", "UO", "NR", "URX", "UT", "UC", "UR", "UPE"]
+
+_UNROUTED = json.dumps(
+    {
+        "error": {
+            "message": "sidegate: the policy stage did not route this request",
+            "type": "server_error",
+            "param": None,
+            "code": "unrouted",
+        }
+    }
+)
 
 _T = "@type"
 _API = "type.googleapis.com/envoy"
@@ -72,12 +84,22 @@ def _policy_filter() -> dict[str, Any]:
             },
             route_cache_action="DEFAULT",
             # Cookies and the like are of no use to the policy and cost bytes per request.
-            forward_rules={"allowed_headers": {"patterns": [
-                {"exact": h} for h in (
-                    ":path", ":method", "content-type", "content-length", "x-request-id",
-                    "anthropic-version", "anthropic-beta",
-                )
-            ]}},
+            forward_rules={
+                "allowed_headers": {
+                    "patterns": [
+                        {"exact": h}
+                        for h in (
+                            ":path",
+                            ":method",
+                            "content-type",
+                            "content-length",
+                            "x-request-id",
+                            "anthropic-version",
+                            "anthropic-beta",
+                        )
+                    ]
+                }
+            },
         ),
     }
 
@@ -96,9 +118,11 @@ def _provider_filter(provider: Provider) -> dict[str, Any]:
             },
             request_attributes=["upstream.request_attempt_count"],
             mutation_rules={"disallow_is_error": True},
-            forward_rules={"allowed_headers": {"patterns": [
-                {"exact": h} for h in (":status", "content-type", "x-request-id")
-            ]}},
+            forward_rules={
+                "allowed_headers": {
+                    "patterns": [{"exact": h} for h in (":status", "content-type", "x-request-id")]
+                }
+            },
         ),
     }
 
@@ -108,14 +132,30 @@ def _error_mapper(style: ErrorStyle, path_prefix: str | None) -> dict[str, Any]:
     if path_prefix is None:
         filt: dict[str, Any] = flags
     else:
-        filt = {"and_filter": {"filters": [flags, {"header_filter": {"header": {
-            "name": ":path", "string_match": {"prefix": path_prefix}}}}]}}
+        filt = {
+            "and_filter": {
+                "filters": [
+                    flags,
+                    {
+                        "header_filter": {
+                            "header": {"name": ":path", "string_match": {"prefix": path_prefix}}
+                        }
+                    },
+                ]
+            }
+        }
     message = "sidegate: %LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)"
     if style is ErrorStyle.ANTHROPIC:
         body: dict[str, Any] = {"type": "error", "error": {"type": "api_error", "message": message}}
     else:
-        body = {"error": {"message": message, "type": "server_error", "param": None,
-                          "code": "upstream_unavailable"}}
+        body = {
+            "error": {
+                "message": message,
+                "type": "server_error",
+                "param": None,
+                "code": "upstream_unavailable",
+            }
+        }
     return {"filter": filt, "body_format_override": {"json_format": body}}
 
 
@@ -125,8 +165,10 @@ def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
         {
             "name": f"group{i}",
             "clusters": [
-                {"cluster_name": config.providers[config.models[c.model].provider].cluster,
-                 "weight": c.weight}
+                {
+                    "cluster_name": config.providers[config.models[c.model].provider].cluster,
+                    "weight": c.weight,
+                }
                 for c in group
             ],
         }
@@ -134,23 +176,28 @@ def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
     ]
     return {
         "name": plan.key,
-        "match": {"prefix": "/", "headers": [
-            {"name": ROUTE_HEADER, "string_match": {"exact": plan.key}},
-        ]},
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": ROUTE_HEADER, "string_match": {"exact": plan.key}},
+            ],
+        },
         "request_headers_to_remove": [ROUTE_HEADER],
         "request_body_buffer_limit": config.limits.max_request_body_bytes + 65536,
         "route": {
             "timeout": "0s",  # streams may run long; idle timers bound silence instead
             "idle_timeout": _secs(t.stream_idle),
             "auto_host_rewrite": True,
-            "inline_cluster_specifier_plugin": {"extension": {
-                "name": "envoy.router.cluster_specifier_plugin.priority_group",
-                "typed_config": {
-                    _T: f"{_API}.extensions.router.cluster_specifiers.priority_group.v3."
+            "inline_cluster_specifier_plugin": {
+                "extension": {
+                    "name": "envoy.router.cluster_specifier_plugin.priority_group",
+                    "typed_config": {
+                        _T: f"{_API}.extensions.router.cluster_specifiers.priority_group.v3."
                         "PriorityGroupClusterSpecifier",
-                    "priority_groups": groups,
-                },
-            }},
+                        "priority_groups": groups,
+                    },
+                }
+            },
             "retry_policy": {
                 "retry_on": "reset,connect-failure,refused-stream,retriable-status-codes",
                 "retriable_status_codes": RETRIABLE_STATUS,
@@ -175,10 +222,10 @@ def _catch_all(config: GatewayConfig) -> dict[str, Any]:
         "name": "unrouted",
         "match": {"prefix": "/"},
         "request_body_buffer_limit": config.limits.max_request_body_bytes + 65536,
-        "direct_response": {"status": 500, "body": {
-            "inline_string": '{"error":{"message":"sidegate: the policy stage did not route this '
-                             'request","type":"server_error","param":null,"code":"unrouted"}}',
-        }},
+        "direct_response": {
+            "status": 500,
+            "body": {"inline_string": _UNROUTED},
+        },
     }
 
 
@@ -188,8 +235,12 @@ def _provider_cluster(provider: Provider, config: GatewayConfig) -> dict[str, An
         "common_http_protocol_options": {"idle_timeout": "60s"},
         "http_filters": [
             _provider_filter(provider),
-            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                _T: f"{_API}.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+            {
+                "name": "envoy.filters.http.upstream_codec",
+                "typed_config": {
+                    _T: f"{_API}.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                },
+            },
         ],
     }
     if provider.tls:
@@ -201,12 +252,26 @@ def _provider_cluster(provider: Provider, config: GatewayConfig) -> dict[str, An
         "type": "STATIC" if _is_ip(provider.host) else "LOGICAL_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _secs(config.timeouts.connect),
-        "load_assignment": {"cluster_name": provider.cluster, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {
-                "address": {"socket_address": {"address": provider.host, "port_value": provider.port}},
-                "hostname": provider.host,
-            }},
-        ]}]},
+        "load_assignment": {
+            "cluster_name": provider.cluster,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": provider.host,
+                                        "port_value": provider.port,
+                                    }
+                                },
+                                "hostname": provider.host,
+                            }
+                        },
+                    ]
+                }
+            ],
+        },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options,
         },
@@ -240,38 +305,51 @@ def _extproc_cluster(socket_path: str) -> dict[str, Any]:
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 _T: f"{_API}.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {
-                    "connection_keepalive": {"interval": "30s", "timeout": "5s"},
-                    "max_concurrent_streams": 10000,
-                }},
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+                        "max_concurrent_streams": 10000,
+                    }
+                },
             },
         },
-        "load_assignment": {"cluster_name": EXTPROC_CLUSTER, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"pipe": {"path": socket_path}}}},
-        ]}]},
+        "load_assignment": {
+            "cluster_name": EXTPROC_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"pipe": {"path": socket_path}}}},
+                    ]
+                }
+            ],
+        },
     }
 
 
 def _access_log() -> list[dict[str, Any]]:
-    return [{
-        "name": "envoy.access_loggers.stdout",
-        "typed_config": {
-            _T: f"{_API}.extensions.access_loggers.stream.v3.StdoutAccessLog",
-            "log_format": {"json_format": {
-                "time": "%START_TIME%",
-                "method": "%REQ(:METHOD)%",
-                "path": "%REQ(:PATH)%",
-                "status": "%RESPONSE_CODE%",
-                "details": "%RESPONSE_CODE_DETAILS%",
-                "flags": "%RESPONSE_FLAGS%",
-                "route": "%ROUTE_NAME%",
-                "cluster": "%UPSTREAM_CLUSTER%",
-                "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
-                "duration_ms": "%DURATION%",
-                "request_id": "%REQ(X-REQUEST-ID)%",
-            }},
-        },
-    }]
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                _T: f"{_API}.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {
+                    "json_format": {
+                        "time": "%START_TIME%",
+                        "method": "%REQ(:METHOD)%",
+                        "path": "%REQ(:PATH)%",
+                        "status": "%RESPONSE_CODE%",
+                        "details": "%RESPONSE_CODE_DETAILS%",
+                        "flags": "%RESPONSE_FLAGS%",
+                        "route": "%ROUTE_NAME%",
+                        "cluster": "%UPSTREAM_CLUSTER%",
+                        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+                        "duration_ms": "%DURATION%",
+                        "request_id": "%REQ(X-REQUEST-ID)%",
+                    }
+                },
+            },
+        }
+    ]
 
 
 def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
@@ -288,16 +366,21 @@ def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
             "name": "sidegate",
             "virtual_hosts": [{"name": "sidegate", "domains": ["*"], "routes": routes}],
         },
-        "local_reply_config": {"mappers": [
-            _error_mapper(ErrorStyle.ANTHROPIC, "/anthropic/"),
-            _error_mapper(ErrorStyle.OPENAI, None),
-        ]},
+        "local_reply_config": {
+            "mappers": [
+                _error_mapper(ErrorStyle.ANTHROPIC, "/anthropic/"),
+                _error_mapper(ErrorStyle.OPENAI, None),
+            ]
+        },
         "http_filters": [
             _policy_filter(),
-            {"name": "envoy.filters.http.router", "typed_config": {
-                _T: f"{_API}.extensions.filters.http.router.v3.Router",
-                "suppress_envoy_headers": True,
-            }},
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    _T: f"{_API}.extensions.filters.http.router.v3.Router",
+                    "suppress_envoy_headers": True,
+                },
+            },
         ],
     }
     if config.envoy.access_log:
@@ -305,20 +388,30 @@ def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
     listen = config.listen
     return {
         "node": {"id": "sidegate", "cluster": "sidegate"},
-        "admin": {"address": {"socket_address": {
-            "address": "127.0.0.1", "port_value": listen.admin_port}}},
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen.admin_port}}
+        },
         "static_resources": {
-            "listeners": [{
-                "name": "app",
-                "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": hcm,
-                }]}],
-            }],
-            "clusters": [_extproc_cluster(socket_path)] + [
-                _provider_cluster(p, config) for p in config.providers.values()
+            "listeners": [
+                {
+                    "name": "app",
+                    "address": {
+                        "socket_address": {"address": listen.address, "port_value": listen.port}
+                    },
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
             ],
+            "clusters": [_extproc_cluster(socket_path)]
+            + [_provider_cluster(p, config) for p in config.providers.values()],
         },
     }
 

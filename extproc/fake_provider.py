@@ -18,6 +18,7 @@ make the first provider fail and the fallback succeed::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -26,9 +27,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-            503: "Service Unavailable", 529: "Overloaded"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    529: "Overloaded",
+}
 
 
 @dataclass
@@ -82,7 +91,9 @@ def _last_user_text(messages: list[Any]) -> str:
             if isinstance(c, str):
                 return c
             if isinstance(c, list):
-                texts = [p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text"]
+                texts = [
+                    p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text"
+                ]
                 if texts:
                     return " ".join(texts)
                 kinds = [p.get("type") for p in c if isinstance(p, dict)]
@@ -194,27 +205,52 @@ class FakeProvider:
             if not writer.is_closing():
                 writer.close()
 
-    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes,
-                    extra: dict[str, str] | None = None,
-                    content_type: str = "application/json") -> None:
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-                f"content-type: {content_type}", f"content-length: {len(body)}"]
+    async def _send(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        extra: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        head = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+            f"content-type: {content_type}",
+            f"content-length: {len(body)}",
+        ]
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         await writer.drain()
 
     def _error(self, status: int, message: str) -> bytes:
         if self.api == "anthropic":
-            kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                    429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
-            return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
-        kind = {400: "invalid_request_error", 401: "invalid_request_error",
-                429: "rate_limit_error"}.get(status, "server_error")
-        return json.dumps({"error": {"message": message, "type": kind, "param": None,
-                                     "code": None}}).encode()
+            kind = {
+                400: "invalid_request_error",
+                401: "authentication_error",
+                404: "not_found_error",
+                429: "rate_limit_error",
+                529: "overloaded_error",
+            }.get(status, "api_error")
+            return json.dumps(
+                {"type": "error", "error": {"type": kind, "message": message}}
+            ).encode()
+        kind = {
+            400: "invalid_request_error",
+            401: "invalid_request_error",
+            429: "rate_limit_error",
+        }.get(status, "server_error")
+        return json.dumps(
+            {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        ).encode()
 
-    async def _respond(self, writer: asyncio.StreamWriter, method: str, path: str,
-                       headers: dict[str, str], raw: bytes) -> bool:
+    async def _respond(
+        self,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        raw: bytes,
+    ) -> bool:
         faults = Faults.parse(headers.get(f"x-fake-fault-{self.name}", ""))
         if faults.stall:
             await asyncio.sleep(faults.stall)
@@ -227,11 +263,18 @@ class FakeProvider:
             else:
                 ok = headers.get("x-api-key") == self.key and "anthropic-version" in headers
             if not ok:
-                await self._send(writer, 401, self._error(401, "invalid x-api-key or authorization"))
+                await self._send(
+                    writer, 401, self._error(401, "invalid x-api-key or authorization")
+                )
                 return True
         if faults.status:
             extra = {"retry-after": faults.retry_after} if faults.retry_after else {}
-            await self._send(writer, faults.status, self._error(faults.status, f"fault injected by {self.name}"), extra)
+            await self._send(
+                writer,
+                faults.status,
+                self._error(faults.status, f"fault injected by {self.name}"),
+                extra,
+            )
             return True
         try:
             body = json.loads(raw)
@@ -243,10 +286,16 @@ class FakeProvider:
         if self.api == "openai" and method == "POST" and path == "/v1/embeddings":
             inputs = body.get("input")
             items = inputs if isinstance(inputs, list) else [inputs]
-            data = [{"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}
-                    for i in range(len(items))]
-            out = {"object": "list", "data": data, "model": body.get("model"),
-                   "usage": {"prompt_tokens": 3 * len(items), "total_tokens": 3 * len(items)}}
+            data = [
+                {"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}
+                for i in range(len(items))
+            ]
+            out = {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": 3 * len(items), "total_tokens": 3 * len(items)},
+            }
             await self._send(writer, 200, json.dumps(out).encode())
             return True
         if self.api == "anthropic" and method == "POST" and path == "/v1/messages":
@@ -272,34 +321,65 @@ class FakeProvider:
             return text, {"name": name, "args": _tool_args(schema)}
         return text, None
 
-    async def _openai_chat(self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults) -> bool:
+    async def _openai_chat(
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults
+    ) -> bool:
         text, call = self._reply(body)
         model = body.get("model")
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
         completion = len(text.split())
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
-                 "total_tokens": prompt + completion,
-                 "prompt_tokens_details": {"cached_tokens": f.cache_read}}
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": f.cache_read},
+        }
         cid, created = "chatcmpl-fake123", int(time.time())
         if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": None if call else text,
-                                       "refusal": None}
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None if call else text,
+                "refusal": None,
+            }
             if call:
-                message["tool_calls"] = [{"id": "call_fake1", "type": "function", "function": {
-                    "name": call["name"], "arguments": json.dumps(call["args"])}}]
-            out = {"id": cid, "object": "chat.completion", "created": created, "model": model,
-                   "choices": [{"index": 0, "message": message, "logprobs": None,
-                                "finish_reason": "tool_calls" if call else "stop"}],
-                   "usage": usage, "system_fingerprint": "fp_fake"}
+                message["tool_calls"] = [
+                    {
+                        "id": "call_fake1",
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+                    }
+                ]
+            out = {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": "tool_calls" if call else "stop",
+                    }
+                ],
+                "usage": usage,
+                "system_fingerprint": "fp_fake",
+            }
             await self._send(writer, 200, json.dumps(out).encode())
             return True
         with_usage = (body.get("stream_options") or {}).get("include_usage") is True
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            c: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                 "model": model, "system_fingerprint": "fp_fake",
-                                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                              "finish_reason": finish}]}
+            c: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
             if with_usage:
                 c["usage"] = None
             return b"data: " + json.dumps(c).encode() + b"\n\n"
@@ -307,25 +387,53 @@ class FakeProvider:
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         if call:
             args = json.dumps(call["args"])
-            events.append(chunk({"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function",
-                                                 "function": {"name": call["name"], "arguments": ""}}]}))
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_fake1",
+                                "type": "function",
+                                "function": {"name": call["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
             half = len(args) // 2
             for part in (args[:half], args[half:]):
-                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
+                events.append(
+                    chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+                )
             events.append(chunk({}, "tool_calls"))
         else:
             events += [chunk({"content": w}) for w in _words(text)]
             events.append(chunk({}, "stop"))
         if with_usage:
-            events.append(b"data: " + json.dumps({
-                "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "system_fingerprint": "fp_fake", "choices": [], "usage": usage}).encode() + b"\n\n")
+            events.append(
+                b"data: "
+                + json.dumps(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "system_fingerprint": "fp_fake",
+                        "choices": [],
+                        "usage": usage,
+                    }
+                ).encode()
+                + b"\n\n"
+            )
         events.append(b"data: [DONE]\n\n")
         return await self._stream(writer, events, f)
 
     # -- Anthropic -------------------------------------------------------------
 
-    async def _anthropic(self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults) -> bool:
+    async def _anthropic(
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults
+    ) -> bool:
         text, call = self._reply(body)
         model = body.get("model")
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
@@ -333,15 +441,32 @@ class FakeProvider:
         stop_reason = "tool_use" if call else "end_turn"
         content: list[dict[str, Any]] = [{"type": "text", "text": text}]
         if call:
-            content.append({"type": "tool_use", "id": "toolu_fake1", "name": call["name"],
-                            "input": call["args"]})
-        usage = {"input_tokens": prompt, "cache_creation_input_tokens": f.cache_creation,
-                 "cache_read_input_tokens": f.cache_read, "output_tokens": out_tokens}
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": "toolu_fake1",
+                    "name": call["name"],
+                    "input": call["args"],
+                }
+            )
+        usage = {
+            "input_tokens": prompt,
+            "cache_creation_input_tokens": f.cache_creation,
+            "cache_read_input_tokens": f.cache_read,
+            "output_tokens": out_tokens,
+        }
         mid = "msg_fake123"
         if not body.get("stream"):
-            out = {"id": mid, "type": "message", "role": "assistant", "model": model,
-                   "content": content, "stop_reason": stop_reason, "stop_sequence": None,
-                   "usage": usage}
+            out = {
+                "id": mid,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": stop_reason,
+                "stop_sequence": None,
+                "usage": usage,
+            }
             await self._send(writer, 200, json.dumps(out).encode())
             return True
 
@@ -350,35 +475,94 @@ class FakeProvider:
 
         start_usage = dict(usage, output_tokens=1)
         events = [
-            ev("message_start", {"type": "message_start", "message": {
-                "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
-                "stop_reason": None, "stop_sequence": None, "usage": start_usage}}),
-            ev("content_block_start", {"type": "content_block_start", "index": 0,
-                                       "content_block": {"type": "text", "text": ""}}),
+            ev(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": mid,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": start_usage,
+                    },
+                },
+            ),
+            ev(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
             ev("ping", {"type": "ping"}),
         ]
-        events += [ev("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                              "delta": {"type": "text_delta", "text": w}})
-                   for w in _words(text)]
+        events += [
+            ev(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": w},
+                },
+            )
+            for w in _words(text)
+        ]
         events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
         if call:
             args = json.dumps(call["args"])
             half = len(args) // 2
-            events.append(ev("content_block_start", {"type": "content_block_start", "index": 1,
-                                                     "content_block": {"type": "tool_use", "id": "toolu_fake1",
-                                                                       "name": call["name"], "input": {}}}))
+            events.append(
+                ev(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 1,
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": "toolu_fake1",
+                            "name": call["name"],
+                            "input": {},
+                        },
+                    },
+                )
+            )
             for part in (args[:half], args[half:]):
-                events.append(ev("content_block_delta", {"type": "content_block_delta", "index": 1,
-                                                         "delta": {"type": "input_json_delta", "partial_json": part}}))
+                events.append(
+                    ev(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 1,
+                            "delta": {"type": "input_json_delta", "partial_json": part},
+                        },
+                    )
+                )
             events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 1}))
         if f.error_event:
-            events.insert(3, ev("error", {"type": "error", "error": {
-                "type": f.error_event, "message": "Overloaded"}}))
+            events.insert(
+                3,
+                ev(
+                    "error",
+                    {"type": "error", "error": {"type": f.error_event, "message": "Overloaded"}},
+                ),
+            )
             del events[4:]
         else:
-            events.append(ev("message_delta", {"type": "message_delta",
-                                               "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                               "usage": {"output_tokens": out_tokens}}))
+            events.append(
+                ev(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                        "usage": {"output_tokens": out_tokens},
+                    },
+                )
+            )
             events.append(ev("message_stop", {"type": "message_stop"}))
         return await self._stream(writer, events, f)
 
@@ -393,8 +577,10 @@ class FakeProvider:
         writer.transport.abort()
 
     async def _stream(self, writer: asyncio.StreamWriter, events: list[bytes], f: Faults) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-                     b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
         for i, event in enumerate(events):
             if i == f.reset_after:
                 await writer.drain()
@@ -420,7 +606,5 @@ def serve_forever(*, api: str, host: str, port: int, name: str, key: str | None)
         print(f"fake {api} provider {name!r} on {fake.base_url}", flush=True)
         await asyncio.Event().wait()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

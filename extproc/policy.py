@@ -29,10 +29,12 @@ REQUEST_ID = "x-request-id"
 ANTHROPIC_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
-def immediate(status: int, body: bytes, details: str, content_type: str = "application/json") -> pb.ProcessingResponse:
+def immediate(
+    status: int, body: bytes, details: str, content_type: str = "application/json"
+) -> pb.ProcessingResponse:
     resp = pb.ProcessingResponse()
     ir = resp.immediate_response
-    ir.status.code = status  # type: ignore[assignment]
+    ir.status.code = status
     ir.body = body
     ir.details = details
     ir.headers.CopyFrom(mutation({"content-type": content_type}))
@@ -90,7 +92,8 @@ class PolicyStream:
         length = h.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise GatewayError(
-                413, f"request body of {length} bytes exceeds the limit of {limit} bytes",
+                413,
+                f"request body of {length} bytes exceeds the limit of {limit} bytes",
                 code="request_too_large",
             )
         if msg.end_of_stream:
@@ -103,7 +106,9 @@ class PolicyStream:
         ep = self.endpoint
         assert ep is not None and ep.api is not None
         if len(msg.body) > self.gw.config.limits.max_request_body_bytes:
-            raise GatewayError(413, "request body exceeds the configured limit", code="request_too_large")
+            raise GatewayError(
+                413, "request body exceeds the configured limit", code="request_too_large"
+            )
         body, raw = validation.parse(msg.body)
         validation.check(ep.api, body)
         model = body["model"]
@@ -111,7 +116,9 @@ class PolicyStream:
         if plan is None:
             if model in self.gw.config.routes:
                 raise GatewayError(
-                    400, f"model {model!r} cannot serve {self.headers.get(':path')}", code="model_not_supported",
+                    400,
+                    f"model {model!r} cannot serve {self.headers.get(':path')}",
+                    code="model_not_supported",
                     param="model",
                 )
             raise _unknown_model(model, self.gw)
@@ -156,6 +163,8 @@ def _unknown_model(model: str, gw: Gateway) -> GatewayError:
     names = sorted(gw.config.routes)
     shown = ", ".join(names[:20]) + (", …" if len(names) > 20 else "")
     return GatewayError(
-        404, f"The model {model!r} does not exist or is not served here; available: {shown}",
-        code="model_not_found", param="model",
+        404,
+        f"The model {model!r} does not exist or is not served here; available: {shown}",
+        code="model_not_found",
+        param="model",
     )

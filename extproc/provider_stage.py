@@ -75,28 +75,37 @@ class ProviderStream:
         state = self.gw.requests.get(headers.get(REQUEST_ID, ""))
         if state is None:
             # The policy stage did not see this request: never forward it unprocessed.
-            return immediate(500, b'{"error":{"message":"sidegate: request reached a provider '
-                             b'without passing the policy stage","type":"server_error"}}',
-                             "sidegate_no_policy_state")
+            return immediate(
+                500,
+                b'{"error":{"message":"sidegate: request reached a provider '
+                b'without passing the policy stage","type":"server_error"}}',
+                "sidegate_no_policy_state",
+            )
         self.state = state
         state.attempts += 1
-        model = model_for_attempt(state.plan, self.gw.config.models, self.provider.name, _attempt(req))
+        model = model_for_attempt(
+            state.plan, self.gw.config.models, self.provider.name, _attempt(req)
+        )
         if model is None:
             return error_response(
-                GatewayError(500, f"provider {self.provider.name!r} is not a candidate for this request"),
+                GatewayError(
+                    500, f"provider {self.provider.name!r} is not a candidate for this request"
+                ),
                 state.api.error_style,
             )
         self.model_name = model.name
-        self.exchange = exchange_for(AttemptContext(
-            client_api=state.api,
-            body=state.body,
-            raw=state.raw,
-            provider=self.provider,
-            model=model,
-            stream=state.stream,
-            include_usage=state.include_usage,
-            defaults=self.gw.config.defaults,
-        ))
+        self.exchange = exchange_for(
+            AttemptContext(
+                client_api=state.api,
+                body=state.body,
+                raw=state.raw,
+                provider=self.provider,
+                model=model,
+                stream=state.stream,
+                include_usage=state.include_usage,
+                defaults=self.gw.config.defaults,
+            )
+        )
         resp = pb.ProcessingResponse()
         resp.request_headers.SetInParent()
         return resp
@@ -125,7 +134,9 @@ class ProviderStream:
         except MissingKey as e:
             log.error("%s", e)
             return error_response(
-                GatewayError(500, f"provider {self.provider.name!r} has no usable key; see the gateway log"),
+                GatewayError(
+                    500, f"provider {self.provider.name!r} has no usable key; see the gateway log"
+                ),
                 style,
             )
         set_headers = {
@@ -218,4 +229,3 @@ def _streamed(body: bytes, eos: bool) -> pb.ProcessingResponse:
     streamed.body = body
     streamed.end_of_stream = eos
     return resp
-

@@ -42,7 +42,11 @@ def plan_routes(config: GatewayConfig) -> dict[str, RoutePlan]:
                     tuple(
                         c
                         for c in group
-                        if _usable(config.models[c.model], config.providers[config.models[c.model].provider], api)
+                        if _usable(
+                            config.models[c.model],
+                            config.providers[config.models[c.model].provider],
+                            api,
+                        )
                     )
                     for group in route.groups
                 )
@@ -57,7 +61,7 @@ def plan_routes(config: GatewayConfig) -> dict[str, RoutePlan]:
 def model_for_attempt(
     plan: RoutePlan, models: Mapping[str, Model], provider: str, attempt: int
 ) -> Model | None:
-    """The model an attempt stands for, from Envoy's group choice (attempt N → group N-1, wrapping)."""
+    """The model an attempt stands for: Envoy sends attempt N to group N-1, wrapping around."""
     group = plan.groups[(max(attempt, 1) - 1) % len(plan.groups)]
     for c in group:
         if models[c.model].provider == provider:

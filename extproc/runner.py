@@ -62,31 +62,49 @@ def find_envoy() -> str:
 
 def validate_bootstrap(envoy: str, bootstrap: Path) -> None:
     result = subprocess.run(
-        [envoy, "--mode", "validate", "-c", str(bootstrap), "--disable-hot-restart",
-         "--log-level", "error"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            envoy,
+            "--mode",
+            "validate",
+            "-c",
+            str(bootstrap),
+            "--disable-hot-restart",
+            "--log-level",
+            "error",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
         raise RunError("Envoy rejected the generated bootstrap:\n  " + "\n  ".join(detail))
 
 
+def _is_ready(admin_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{admin_url}/ready", timeout=1) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 async def _wait_ready(proc: asyncio.subprocess.Process, admin_path: Path, deadline: float) -> str:
     admin_url = ""
     while time.monotonic() < deadline:
         if proc.returncode is not None:
-            raise RunError(f"Envoy exited with status {proc.returncode} during start-up (see its log above)")
+            raise RunError(
+                f"Envoy exited with status {proc.returncode} during start-up (see its log above)"
+            )
         if not admin_url and admin_path.exists():
             address = admin_path.read_text().strip()
             if address:
                 admin_url = f"http://{address}"
         if admin_url:
-            try:
-                with urllib.request.urlopen(f"{admin_url}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return admin_url
-            except (urllib.error.URLError, OSError):
-                pass
+            ready: bool = await asyncio.to_thread(_is_ready, admin_url)
+            if ready:
+                return admin_url
         await asyncio.sleep(0.05)
     raise RunError("Envoy did not become ready within 30 s")
 
@@ -105,10 +123,16 @@ async def _run(config: GatewayConfig, socket_path: str | None, ready_file: str |
     server = await start_server(gateway, socket)
     admin_path = workdir / "admin-address"
     proc = await asyncio.create_subprocess_exec(
-        envoy, "-c", str(bootstrap), "--disable-hot-restart",
-        "--concurrency", str(config.envoy.concurrency),
-        "--log-level", config.envoy.log_level,
-        "--admin-address-path", str(admin_path),
+        envoy,
+        "-c",
+        str(bootstrap),
+        "--disable-hot-restart",
+        "--concurrency",
+        str(config.envoy.concurrency),
+        "--log-level",
+        config.envoy.log_level,
+        "--admin-address-path",
+        str(admin_path),
         # Envoy follows us down if this process is killed outright.
         preexec_fn=_die_with_parent,
     )
@@ -123,7 +147,8 @@ async def _run(config: GatewayConfig, socket_path: str | None, ready_file: str |
         print(
             f"sidegate ready on {base}  (OpenAI base URL {base}/v1, Anthropic base URL "
             f"{base}/anthropic; Envoy admin {admin_url})",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
         if ready_file:
             Path(ready_file).write_text(f"{base}\n{admin_url}\n")
@@ -132,8 +157,11 @@ async def _run(config: GatewayConfig, socket_path: str | None, ready_file: str |
         await asyncio.wait({envoy_exit, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         if proc.returncode is not None:
-            print(f"sidegate: Envoy exited unexpectedly with status {proc.returncode}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"sidegate: Envoy exited unexpectedly with status {proc.returncode}",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
         return 0
     except RunError as e:
@@ -167,7 +195,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def run(config: GatewayConfig, *, socket_path: str | None = None, ready_file: str | None = None) -> int:
+def run(
+    config: GatewayConfig, *, socket_path: str | None = None, ready_file: str | None = None
+) -> int:
     install_event_loop_policy()
     try:
         return asyncio.run(_run(config, socket_path, ready_file))

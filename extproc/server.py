@@ -40,12 +40,12 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if stage == "policy":
             return PolicyStream(self.gw)
         if stage.startswith("provider:"):
-            provider = self.gw.config.providers.get(stage[len("provider:"):])
+            provider = self.gw.config.providers.get(stage[len("provider:") :])
             if provider is not None:
                 return ProviderStream(self.gw, provider)
         return None
 
-    async def Process(  # noqa: N802 - the gRPC method name
+    async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
         stage = ""

@@ -71,6 +71,8 @@ def check(api: ClientApi, body: dict[str, Any]) -> None:
 def wants_usage(api: ClientApi, body: dict[str, Any]) -> bool:
     """Whether an OpenAI streaming client asked for the final usage chunk."""
     options = body.get("stream_options")
-    return api is not ClientApi.ANTHROPIC_MESSAGES and isinstance(options, dict) and (
-        options.get("include_usage") is True
+    return (
+        api is not ClientApi.ANTHROPIC_MESSAGES
+        and isinstance(options, dict)
+        and (options.get("include_usage") is True)
     )

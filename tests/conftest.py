@@ -33,8 +33,11 @@ def fakes() -> Iterator[dict[str, FakeProvider]]:
 def gateway_doc(fakes: dict[str, FakeProvider]) -> dict[str, Any]:
     def provider(name: str) -> dict[str, Any]:
         fake = fakes[name]
-        return {"api": fake.api, "base_url": fake.base_url,
-                "keys": [{"env": f"SG_TEST_{name.upper()}_KEY"}]}
+        return {
+            "api": fake.api,
+            "base_url": fake.base_url,
+            "keys": [{"env": f"SG_TEST_{name.upper()}_KEY"}],
+        }
 
     return {
         "providers": {
@@ -44,11 +47,17 @@ def gateway_doc(fakes: dict[str, FakeProvider]) -> dict[str, Any]:
             "anthropic-b": provider("bn"),
         },
         "models": {
-            "gpt-4o": {"provider": "openai-a", "id": "gpt-4o-2024-08-06",
-                       "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}},
+            "gpt-4o": {
+                "provider": "openai-a",
+                "id": "gpt-4o-2024-08-06",
+                "price": {"input_per_mtok": 2.5, "output_per_mtok": 10},
+            },
             "gpt-4o-b": {"provider": "openai-b", "id": "gpt-4o-2024-11-20"},
-            "claude-sonnet": {"provider": "anthropic-a", "id": "claude-sonnet-4-5",
-                              "context_window": 200000},
+            "claude-sonnet": {
+                "provider": "anthropic-a",
+                "id": "claude-sonnet-4-5",
+                "context_window": 200000,
+            },
             "claude-sonnet-b": {"provider": "anthropic-b", "id": "claude-sonnet-4-5-backup"},
             "embed": {"provider": "openai-a", "id": "text-embedding-3-small", "embeddings": True},
         },

@@ -66,16 +66,29 @@ class GatewayProcess:
         bootstrap.write_text(render_yaml(self.config, self.socket))
         admin = self.workdir / "admin"
         self.envoy = subprocess.Popen(
-            [find_envoy(), "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1",
-             "--log-level", "warning", "--admin-address-path", str(admin)],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+            [
+                find_envoy(),
+                "-c",
+                str(bootstrap),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warning",
+                "--admin-address-path",
+                str(admin),
+            ],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.envoy.poll() is None, self.log.read_text()
             if admin.exists() and admin.read_text().strip():
                 try:
-                    with urllib.request.urlopen(f"http://{admin.read_text().strip()}/ready", timeout=1):
+                    with urllib.request.urlopen(
+                        f"http://{admin.read_text().strip()}/ready", timeout=1
+                    ):
                         return self
                 except OSError:
                     pass

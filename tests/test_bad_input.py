@@ -12,26 +12,66 @@ CHAT = "/v1/chat/completions"
 MESSAGES = "/anthropic/v1/messages"
 
 
-@pytest.mark.parametrize(("path", "kwargs", "status", "needle"), [
-    (CHAT, {"content": b'{"model": "fast", '}, 400, "not valid JSON"),
-    (CHAT, {"content": b"[1,2]"}, 400, "must be a JSON object"),
-    (CHAT, {"json": {"messages": [{"role": "user", "content": "x"}]}}, 400, "'model'"),
-    (CHAT, {"json": {"model": "fast"}}, 400, "'messages'"),
-    (CHAT, {"json": {"model": "gpt-5-ultra", "messages": [{"role": "user", "content": "x"}]}}, 404,
-     "gpt-5-ultra"),
-    (CHAT, {"json": {"model": "fast", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}},
-     400, "'stream'"),
-    (CHAT, {"content": b"model=fast", "headers": {"content-type": "application/x-www-form-urlencoded"}},
-     415, "application/json"),
-    ("/v1/embeddings", {"json": {"model": "embed"}}, 400, "'input'"),
-    ("/v1/embeddings", {"json": {"model": "fast", "input": "x"}}, 400, "cannot serve"),
-    ("/v1/completions", {"json": {"model": "fast", "prompt": "x"}}, 404, "/v1/completions"),
-    (MESSAGES, {"json": {"model": "claude", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}},
-     400, "'max_tokens'"),
-    (MESSAGES, {"content": b"nope"}, 400, "not valid JSON"),
-])
-def test_bad_requests(gateway: GatewayProcess, fakes: dict[str, FakeProvider], path: str,
-                      kwargs: dict[str, object], status: int, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "kwargs", "status", "needle"),
+    [
+        (CHAT, {"content": b'{"model": "fast", '}, 400, "not valid JSON"),
+        (CHAT, {"content": b"[1,2]"}, 400, "must be a JSON object"),
+        (CHAT, {"json": {"messages": [{"role": "user", "content": "x"}]}}, 400, "'model'"),
+        (CHAT, {"json": {"model": "fast"}}, 400, "'messages'"),
+        (
+            CHAT,
+            {"json": {"model": "gpt-5-ultra", "messages": [{"role": "user", "content": "x"}]}},
+            404,
+            "gpt-5-ultra",
+        ),
+        (
+            CHAT,
+            {
+                "json": {
+                    "model": "fast",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "stream": "yes",
+                }
+            },
+            400,
+            "'stream'",
+        ),
+        (
+            CHAT,
+            {
+                "content": b"model=fast",
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+            },
+            415,
+            "application/json",
+        ),
+        ("/v1/embeddings", {"json": {"model": "embed"}}, 400, "'input'"),
+        ("/v1/embeddings", {"json": {"model": "fast", "input": "x"}}, 400, "cannot serve"),
+        ("/v1/completions", {"json": {"model": "fast", "prompt": "x"}}, 404, "/v1/completions"),
+        (
+            MESSAGES,
+            {
+                "json": {
+                    "model": "claude",
+                    "max_tokens": 0,
+                    "messages": [{"role": "user", "content": "x"}],
+                }
+            },
+            400,
+            "'max_tokens'",
+        ),
+        (MESSAGES, {"content": b"nope"}, 400, "not valid JSON"),
+    ],
+)
+def test_bad_requests(
+    gateway: GatewayProcess,
+    fakes: dict[str, FakeProvider],
+    path: str,
+    kwargs: dict[str, object],
+    status: int,
+    needle: str,
+) -> None:
     headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
     if "content" in kwargs and "content-type" not in headers:
         headers["content-type"] = "application/json"
@@ -70,8 +110,11 @@ def test_wrong_method(gateway: GatewayProcess) -> None:
 def test_no_key_leaks_into_errors_or_logs(gateway: GatewayProcess) -> None:
     from tests.conftest import KEYS
 
-    r = httpx.post(gateway.base + CHAT, json={"model": "smart", "messages": [{"role": "user", "content": "x"}]},
-                   headers={"x-fake-fault-an": "status=401", "x-fake-fault-oa": "status=401"})
+    r = httpx.post(
+        gateway.base + CHAT,
+        json={"model": "smart", "messages": [{"role": "user", "content": "x"}]},
+        headers={"x-fake-fault-an": "status=401", "x-fake-fault-oa": "status=401"},
+    )
     assert r.status_code == 401
     for key in KEYS.values():
         assert key not in r.text

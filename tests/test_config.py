@@ -14,9 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BASE: dict[str, Any] = {
     "providers": {
-        "openai": {"api": "openai", "base_url": "https://api.openai.com/v1", "keys": [{"env": "K"}]},
-        "anthropic": {"api": "anthropic", "base_url": "https://api.anthropic.com",
-                      "keys": [{"file": "/run/keys/a"}], "region": "us"},
+        "openai": {
+            "api": "openai",
+            "base_url": "https://api.openai.com/v1",
+            "keys": [{"env": "K"}],
+        },
+        "anthropic": {
+            "api": "anthropic",
+            "base_url": "https://api.anthropic.com",
+            "keys": [{"file": "/run/keys/a"}],
+            "region": "us",
+        },
     },
     "models": {
         "gpt-4o": {"provider": "openai", "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}},
@@ -29,8 +37,11 @@ BASE: dict[str, Any] = {
 def test_valid_config() -> None:
     c = parse_config(BASE)
     assert c.providers["openai"].api is ProviderApi.OPENAI
-    assert (c.providers["openai"].host, c.providers["openai"].port, c.providers["openai"].base_path) == (
-        "api.openai.com", 443, "/v1")
+    assert (
+        c.providers["openai"].host,
+        c.providers["openai"].port,
+        c.providers["openai"].base_path,
+    ) == ("api.openai.com", 443, "/v1")
     assert c.models["gpt-4o"].id == "gpt-4o"
     assert c.routes["smart"].retries == 2
     assert [[x.model for x in g] for g in c.routes["smart"].groups] == [["claude"], ["gpt-4o"]]
@@ -53,15 +64,35 @@ def _with(path: str, value: Any) -> dict[str, Any]:
 _DELETE = object()
 
 BAD = [
-    ("providers.openai.api", "gemini-pro", "providers.openai.api: unknown provider API 'gemini-pro'"),
-    ("providers.openai.base_url", "ftp://x", "providers.openai.base_url: expected an http:// or https://"),
+    (
+        "providers.openai.api",
+        "gemini-pro",
+        "providers.openai.api: unknown provider API 'gemini-pro'",
+    ),
+    (
+        "providers.openai.base_url",
+        "ftp://x",
+        "providers.openai.base_url: expected an http:// or https://",
+    ),
     ("providers.openai.keys", [], "providers.openai.keys: expected at least one key source"),
-    ("providers.openai.keys", [{"env": "A", "file": "b"}], "providers.openai.keys[0]: expected exactly one"),
+    (
+        "providers.openai.keys",
+        [{"env": "A", "file": "b"}],
+        "providers.openai.keys[0]: expected exactly one",
+    ),
     ("providers.openai.colour", "red", "providers.openai.colour: unknown field"),
     ("models.gpt-4o.provider", "azure", "models.gpt-4o.provider: no provider named 'azure'"),
-    ("models.gpt-4o.price", {"input_per_mtok": -1}, "models.gpt-4o.price.input_per_mtok: expected a number >= 0"),
+    (
+        "models.gpt-4o.price",
+        {"input_per_mtok": -1},
+        "models.gpt-4o.price.input_per_mtok: expected a number >= 0",
+    ),
     ("routes.smart.groups", [["nope"]], "routes.smart.groups[0][0]: no model named 'nope'"),
-    ("routes.smart.groups", [["gpt-4o", "gpt-4o"]], "routes.smart.groups[0]: provider 'openai' appears twice"),
+    (
+        "routes.smart.groups",
+        [["gpt-4o", "gpt-4o"]],
+        "routes.smart.groups[0]: provider 'openai' appears twice",
+    ),
     ("routes.smart.retries", 99, "routes.smart.retries: expected an integer between 0 and 10"),
     ("timeouts", {"first_byte": "soon"}, "timeouts.first_byte: expected a duration"),
     ("listen", {"port": 70000}, "listen.port: expected an integer between 1 and 65535"),

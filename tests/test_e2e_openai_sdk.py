@@ -13,15 +13,20 @@ from extproc.fake_provider import FakeProvider
 from tests.conftest import KEYS
 from tests.harness import GatewayProcess
 
-TOOLS: list[Any] = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
-    },
-}]
+TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 
 
 @pytest.fixture
@@ -30,11 +35,13 @@ def client(gateway: GatewayProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="app-placeholder", max_retries=0)
 
 
-def test_plain_chat_to_openai_provider(client: openai.OpenAI, fakes: dict[str, FakeProvider],
-                                       gateway: GatewayProcess) -> None:
+def test_plain_chat_to_openai_provider(
+    client: openai.OpenAI, fakes: dict[str, FakeProvider], gateway: GatewayProcess
+) -> None:
     before = len(gateway.completed)
     raw = client.chat.completions.with_raw_response.create(
-        model="fast", messages=[{"role": "user", "content": "hello there"}],
+        model="fast",
+        messages=[{"role": "user", "content": "hello there"}],
     )
     resp = raw.parse()
     assert resp.choices[0].message.content == "Hello from oa! You said: hello there"
@@ -49,7 +56,9 @@ def test_plain_chat_to_openai_provider(client: openai.OpenAI, fakes: dict[str, F
     assert state.provider == "openai-a" and state.model == "gpt-4o"
 
 
-def test_chat_translated_to_anthropic(client: openai.OpenAI, fakes: dict[str, FakeProvider]) -> None:
+def test_chat_translated_to_anthropic(
+    client: openai.OpenAI, fakes: dict[str, FakeProvider]
+) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="smart",
         messages=[
@@ -59,13 +68,18 @@ def test_chat_translated_to_anthropic(client: openai.OpenAI, fakes: dict[str, Fa
             {"role": "assistant", "content": "first answer"},
             {"role": "user", "content": "second question"},
         ],
-        temperature=1.7, stop="END", max_completion_tokens=50,
+        temperature=1.7,
+        stop="END",
+        max_completion_tokens=50,
     )
     resp = raw.parse()
     assert raw.headers["x-sidegate-provider"] == "anthropic-a"
     assert resp.choices[0].message.content == "Hello from an! You said: second question"
     assert resp.choices[0].finish_reason == "stop"
-    assert resp.usage is not None and resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+    assert (
+        resp.usage is not None
+        and resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+    )
     sent = fakes["an"].requests[-1]
     assert sent.path == "/v1/messages"
     assert sent.headers["x-api-key"] == KEYS["SG_TEST_AN_KEY"]
@@ -73,16 +87,26 @@ def test_chat_translated_to_anthropic(client: openai.OpenAI, fakes: dict[str, Fa
     assert "authorization" not in sent.headers
     body = sent.json()
     assert body["model"] == "claude-sonnet-4-5"
-    assert body["system"] == [{"type": "text", "text": "Be brief."},
-                              {"type": "text", "text": "Answer in English."}]
+    assert body["system"] == [
+        {"type": "text", "text": "Be brief."},
+        {"type": "text", "text": "Answer in English."},
+    ]
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
-    assert body["temperature"] == 1.0 and body["stop_sequences"] == ["END"] and body["max_tokens"] == 50
+    assert (
+        body["temperature"] == 1.0
+        and body["stop_sequences"] == ["END"]
+        and body["max_tokens"] == 50
+    )
 
 
-def test_streamed_chat_translated_from_anthropic(client: openai.OpenAI, gateway: GatewayProcess) -> None:
+def test_streamed_chat_translated_from_anthropic(
+    client: openai.OpenAI, gateway: GatewayProcess
+) -> None:
     before = len(gateway.completed)
     stream = client.chat.completions.create(
-        model="smart", messages=[{"role": "user", "content": "stream please"}], stream=True,
+        model="smart",
+        messages=[{"role": "user", "content": "stream please"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -99,11 +123,17 @@ def test_stream_usage_forced_upstream_but_hidden_from_client(
     client: openai.OpenAI, fakes: dict[str, FakeProvider], gateway: GatewayProcess
 ) -> None:
     before = len(gateway.completed)
-    chunks = list(client.chat.completions.create(
-        model="fast", messages=[{"role": "user", "content": "count me"}], stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "count me"}], stream=True
+        )
+    )
     assert fakes["oa"].requests[-1].json()["stream_options"] == {"include_usage": True}
     assert all(c.choices for c in chunks), "the usage chunk the client did not ask for leaked"
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from oa! You said: count me"
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks)
+        == "Hello from oa! You said: count me"
+    )
     state = gateway.wait_completed(before + 1)[-1]
     assert state.usage is not None and state.usage.output_tokens > 0
 
@@ -111,14 +141,19 @@ def test_stream_usage_forced_upstream_but_hidden_from_client(
 @pytest.mark.parametrize("model", ["fast", "smart"])
 def test_tool_call_round_trip(client: openai.OpenAI, model: str) -> None:
     first = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "weather in Paris?"}], tools=TOOLS,
+        model=model,
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+        tools=TOOLS,
         tool_choice="auto",
     )
     call = first.choices[0].message.tool_calls[0]
     assert first.choices[0].finish_reason == "tool_calls"
-    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "test"}
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {
+        "city": "test"
+    }
     second = client.chat.completions.create(
-        model=model, tools=TOOLS,
+        model=model,
+        tools=TOOLS,
         messages=[
             {"role": "user", "content": "weather in Paris?"},
             {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
@@ -132,8 +167,14 @@ def test_tool_call_round_trip(client: openai.OpenAI, model: str) -> None:
 
 @pytest.mark.parametrize("model", ["fast", "smart"])
 def test_streamed_tool_call_arguments(client: openai.OpenAI, model: str) -> None:
-    chunks = list(client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "weather?"}], tools=TOOLS, stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "weather?"}],
+            tools=TOOLS,
+            stream=True,
+        )
+    )
     fragments = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert fragments[0].id and fragments[0].function.name == "get_weather"
     assert len(fragments) >= 3, "arguments should arrive in several fragments"
@@ -141,15 +182,29 @@ def test_streamed_tool_call_arguments(client: openai.OpenAI, model: str) -> None
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
 
-def test_image_data_url_reaches_anthropic_as_base64(client: openai.OpenAI,
-                                                    fakes: dict[str, FakeProvider]) -> None:
-    client.chat.completions.create(model="smart", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-    ]}])
+def test_image_data_url_reaches_anthropic_as_base64(
+    client: openai.OpenAI, fakes: dict[str, FakeProvider]
+) -> None:
+    client.chat.completions.create(
+        model="smart",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                    },
+                ],
+            }
+        ],
+    )
     block = fakes["an"].requests[-1].json()["messages"][0]["content"][1]
-    assert block == {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                 "data": "iVBORw0KGgo="}}
+    assert block == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
 
 
 def test_embeddings(client: openai.OpenAI, fakes: dict[str, FakeProvider]) -> None:
@@ -167,11 +222,17 @@ def test_models_from_config(client: openai.OpenAI) -> None:
         client.models.retrieve("no-such-model")
 
 
-def test_openai_body_passes_byte_for_byte_but_the_model(gateway: GatewayProcess,
-                                                        fakes: dict[str, FakeProvider]) -> None:
-    body = ('{ "messages" : [{"role":"user","content":"caf\\u00e9 \u00e9"}],\n'
-            '  "model": "fast", "vendor_flag": {"keep": [1, 2.50, 1e3]}, "seed": 7 }')
-    r = httpx.post(f"{gateway.base}/v1/chat/completions", content=body.encode(),
-                   headers={"content-type": "application/json"})
+def test_openai_body_passes_byte_for_byte_but_the_model(
+    gateway: GatewayProcess, fakes: dict[str, FakeProvider]
+) -> None:
+    body = (
+        '{ "messages" : [{"role":"user","content":"caf\\u00e9 \u00e9"}],\n'
+        '  "model": "fast", "vendor_flag": {"keep": [1, 2.50, 1e3]}, "seed": 7 }'
+    )
+    r = httpx.post(
+        f"{gateway.base}/v1/chat/completions",
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 200, r.text
     assert fakes["oa"].requests[-1].body == body.replace('"fast"', '"gpt-4o-2024-08-06"').encode()

@@ -15,9 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_examples_validate_with_envoy(tmp_path: Path) -> None:
     for name in ("sidegate.yaml", "local.yaml"):
         f = tmp_path / f"{name}.envoy.yaml"
-        f.write_text(render_yaml(load_config(ROOT / "examples" / name), "/run/sidegate/extproc.sock"))
-        r = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(f), "--disable-hot-restart"],
-                           capture_output=True, text=True, timeout=60)
+        f.write_text(
+            render_yaml(load_config(ROOT / "examples" / name), "/run/sidegate/extproc.sock")
+        )
+        r = subprocess.run(
+            [find_envoy(), "--mode", "validate", "-c", str(f), "--disable-hot-restart"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -31,15 +37,18 @@ def test_invariants() -> None:
     # No silent bypass: anything the policy stage did not route is refused.
     assert routes[-1]["name"] == "unrouted" and routes[-1]["direct_response"]["status"] == 500
     assert all(r["match"]["headers"] for r in routes[:-1])
-    assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.ext_proc",
-                                                          "envoy.filters.http.router"]
+    assert [f["name"] for f in hcm["http_filters"]] == [
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
     for r in routes[:-1]:
         assert r["route"]["timeout"] == "0s"  # a long stream is never cut by a total deadline
         retry = r["route"]["retry_policy"]
         assert 429 in retry["retriable_status_codes"] and retry["refresh_cluster_on_retry"]
     for cluster in b["static_resources"]["clusters"][1:]:
         opts = cluster["typed_extension_protocol_options"][
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
         chain = [f["name"] for f in opts["http_filters"]]
         assert chain == ["envoy.filters.http.ext_proc", "envoy.filters.http.upstream_codec"]
         tls = cluster["transport_socket"]["typed_config"]

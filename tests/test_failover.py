@@ -19,12 +19,15 @@ def client(gateway: GatewayProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="app-placeholder", max_retries=0)
 
 
-def test_503_fails_over_across_apis(client: openai.OpenAI, fakes: dict[str, FakeProvider],
-                                    gateway: GatewayProcess) -> None:
+def test_503_fails_over_across_apis(
+    client: openai.OpenAI, fakes: dict[str, FakeProvider], gateway: GatewayProcess
+) -> None:
     before = len(gateway.completed)
     raw = client.chat.completions.with_raw_response.create(
-        model="smart", messages=[{"role": "user", "content": "hi"}],
-        extra_headers={"x-fake-fault-an": "status=503"})
+        model="smart",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-fake-fault-an": "status=503"},
+    )
     resp = raw.parse()
     assert raw.headers["x-sidegate-provider"] == "openai-a"
     assert resp.choices[0].message.content == "Hello from oa! You said: hi"
@@ -43,8 +46,10 @@ def test_503_fails_over_across_apis(client: openai.OpenAI, fakes: dict[str, Fake
 def test_429_retry_after_is_honoured(client: openai.OpenAI, fakes: dict[str, FakeProvider]) -> None:
     start = time.monotonic()
     raw = client.chat.completions.with_raw_response.create(
-        model="fast", messages=[{"role": "user", "content": "hi"}],
-        extra_headers={"x-fake-fault-oa": "status=429,retry_after=1"})
+        model="fast",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-fake-fault-oa": "status=429,retry_after=1"},
+    )
     elapsed = time.monotonic() - start
     assert raw.headers["x-sidegate-provider"] == "openai-b"
     assert raw.parse().choices[0].message.content == "Hello from ob! You said: hi"
@@ -54,29 +59,44 @@ def test_429_retry_after_is_honoured(client: openai.OpenAI, fakes: dict[str, Fak
 
 
 def test_streamed_failover_gives_one_clean_stream(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model="smart", stream=True, messages=[{"role": "user", "content": "go"}],
-        extra_headers={"x-fake-fault-an": "status=529"}))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
-        "Hello from oa! You said: go"
+    chunks = list(
+        client.chat.completions.create(
+            model="smart",
+            stream=True,
+            messages=[{"role": "user", "content": "go"}],
+            extra_headers={"x-fake-fault-an": "status=529"},
+        )
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == "Hello from oa! You said: go"
+    )
 
 
 def test_anthropic_client_fails_over_between_anthropic_providers(gateway: GatewayProcess) -> None:
     client = anthropic.Anthropic(base_url=f"{gateway.base}/anthropic", api_key="x", max_retries=0)
     raw = client.messages.with_raw_response.create(
-        model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
-        extra_headers={"x-fake-fault-an": "status=503"})
+        model="claude",
+        max_tokens=10,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-fake-fault-an": "status=503"},
+    )
     assert raw.headers["x-sidegate-provider"] == "anthropic-b"
     msg = raw.parse()
-    assert msg.content[0].text == "Hello from bn! You said: hi" and msg.model == "claude-sonnet-4-5-backup"
+    assert (
+        msg.content[0].text == "Hello from bn! You said: hi"
+        and msg.model == "claude-sonnet-4-5-backup"
+    )
 
 
 def test_stall_before_first_byte_fails_over(client: openai.OpenAI) -> None:
     # first_byte is 1 s in the test config; the stall is 3 s.
     start = time.monotonic()
     raw = client.chat.completions.with_raw_response.create(
-        model="fast", messages=[{"role": "user", "content": "hi"}],
-        extra_headers={"x-fake-fault-oa": "stall=3"})
+        model="fast",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-fake-fault-oa": "stall=3"},
+    )
     assert raw.headers["x-sidegate-provider"] == "openai-b"
     assert time.monotonic() - start < 2.5
 
@@ -84,8 +104,10 @@ def test_stall_before_first_byte_fails_over(client: openai.OpenAI) -> None:
 def test_all_providers_failing_gives_the_last_error_in_caller_format(client: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(
-            model="smart", messages=[{"role": "user", "content": "hi"}],
-            extra_headers={"x-fake-fault-an": "status=503", "x-fake-fault-oa": "status=500"})
+            model="smart",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-fake-fault-an": "status=503", "x-fake-fault-oa": "status=500"},
+        )
     assert e.value.status_code == 500
     assert "fault injected by oa" in e.value.body["message"]
 
@@ -93,24 +115,35 @@ def test_all_providers_failing_gives_the_last_error_in_caller_format(client: ope
 def test_anthropic_error_translated_for_openai_client(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(
-            model="smart", messages=[{"role": "user", "content": "hi"}],
-            extra_headers={"x-fake-fault-an": "status=400"})
+            model="smart",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-fake-fault-an": "status=400"},
+        )
     assert e.value.body["type"] == "invalid_request_error"
     assert e.value.body["message"] == "fault injected by an"
 
 
-@pytest.mark.parametrize(("model", "fault"), [("smart", "x-fake-fault-an"), ("fast", "x-fake-fault-oa")])
-def test_reset_mid_stream_ends_the_stream_with_an_error(gateway: GatewayProcess, model: str,
-                                                        fault: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "fault"), [("smart", "x-fake-fault-an"), ("fast", "x-fake-fault-oa")]
+)
+def test_reset_mid_stream_ends_the_stream_with_an_error(
+    gateway: GatewayProcess, model: str, fault: str
+) -> None:
     # Once bytes reached the client nothing can be retried: Envoy resets the
     # client's stream, so the client sees a protocol error at once, not a hang
     # and not a stream that looks complete.
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "go"}]}
     received = b""
-    with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
-        "POST", f"{gateway.base}/v1/chat/completions", json=body,
-        headers={fault: "reset_after=4,chunk_delay=0.1"}, timeout=10,
-    ) as r:
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST",
+            f"{gateway.base}/v1/chat/completions",
+            json=body,
+            headers={fault: "reset_after=4,chunk_delay=0.1"},
+            timeout=10,
+        ) as r,
+    ):
         assert r.status_code == 200
         for chunk in r.iter_raw():
             received += chunk
@@ -120,15 +153,20 @@ def test_reset_mid_stream_ends_the_stream_with_an_error(gateway: GatewayProcess,
 
 def test_reset_before_anything_reached_the_client_fails_over(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="smart", messages=[{"role": "user", "content": "hi"}],
-        extra_headers={"x-fake-fault-an": "reset_after=0"})
+        model="smart",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-fake-fault-an": "reset_after=0"},
+    )
     assert raw.headers["x-sidegate-provider"] == "openai-a"
 
 
 def test_anthropic_error_event_mid_stream_becomes_openai_error(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model="smart", stream=True, messages=[{"role": "user", "content": "go"}],
-        extra_headers={"x-fake-fault-an": "error_event=overloaded_error"})
+        model="smart",
+        stream=True,
+        messages=[{"role": "user", "content": "go"}],
+        extra_headers={"x-fake-fault-an": "error_event=overloaded_error"},
+    )
     with pytest.raises(openai.APIError) as e:
         list(stream)
     assert "Overloaded" in str(e.value)
@@ -139,14 +177,22 @@ def test_connect_failure_fails_over(fakes: dict[str, FakeProvider]) -> None:
     from tests.harness import free_port
 
     doc = gateway_doc(fakes)
-    doc["providers"]["openai-a"]["base_url"] = f"http://127.0.0.1:{free_port()}/v1"  # nobody listens
+    doc["providers"]["openai-a"]["base_url"] = (
+        f"http://127.0.0.1:{free_port()}/v1"  # nobody listens
+    )
     gw = GatewayProcess(doc).start()
     try:
-        r = httpx.post(f"{gw.base}/v1/chat/completions", json={
-            "model": "fast", "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+        r = httpx.post(
+            f"{gw.base}/v1/chat/completions",
+            json={"model": "fast", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=10,
+        )
         assert r.status_code == 200 and r.headers["x-sidegate-provider"] == "openai-b"
-        doc_all_down = httpx.post(f"{gw.base}/v1/chat/completions", json={
-            "model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+        doc_all_down = httpx.post(
+            f"{gw.base}/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=10,
+        )
         assert doc_all_down.status_code == 503
         err = doc_all_down.json()["error"]
         assert err["type"] == "server_error" and err["code"] == "upstream_unavailable"

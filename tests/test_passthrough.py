@@ -13,14 +13,23 @@ from extproc.rawjson import set_fields, top_level_spans
 from extproc.translate import AttemptContext, exchange_for
 
 
-@pytest.mark.parametrize(("raw", "updates", "expected"), [
-    ('{"model":"a","x":1.50}', {"model": "b"}, '{"model":"b","x":1.50}'),
-    ('{ "x" : [1,{"model":"inner"}] , "model" : "a" }', {"model": "b"},
-     '{ "x" : [1,{"model":"inner"}] , "model" : "b" }'),
-    ('{"model":"a"}', {"stream_options": {"include_usage": True}},
-     '{"stream_options":{"include_usage":true},"model":"a"}'),
-    ('{}', {"model": "é"}, '{"model":"é"}'),
-])
+@pytest.mark.parametrize(
+    ("raw", "updates", "expected"),
+    [
+        ('{"model":"a","x":1.50}', {"model": "b"}, '{"model":"b","x":1.50}'),
+        (
+            '{ "x" : [1,{"model":"inner"}] , "model" : "a" }',
+            {"model": "b"},
+            '{ "x" : [1,{"model":"inner"}] , "model" : "b" }',
+        ),
+        (
+            '{"model":"a"}',
+            {"stream_options": {"include_usage": True}},
+            '{"stream_options":{"include_usage":true},"model":"a"}',
+        ),
+        ("{}", {"model": "é"}, '{"model":"é"}'),
+    ],
+)
 def test_set_fields(raw: str, updates: dict[str, Any], expected: str) -> None:
     assert set_fields(raw, updates) == expected
 
@@ -30,15 +39,34 @@ def test_spans_reject_non_objects() -> None:
         top_level_spans("[1]")
 
 
-def _ctx(api: ClientApi, provider_api: ProviderApi, body: dict[str, Any], raw: str,
-         include_usage: bool = False) -> AttemptContext:
+def _ctx(
+    api: ClientApi,
+    provider_api: ProviderApi,
+    body: dict[str, Any],
+    raw: str,
+    include_usage: bool = False,
+) -> AttemptContext:
     base = "http://p/v1" if provider_api is ProviderApi.OPENAI else "http://p"
-    provider = Provider(name="p", api=provider_api, base_url=base, scheme="http", host="p", port=80,
-                        base_path="/v1" if provider_api is ProviderApi.OPENAI else "", keys=())
-    return AttemptContext(client_api=api, body=body, raw=raw, provider=provider,
-                          model=Model(name="m", provider="p", id="m-2025"),
-                          stream=body.get("stream") is True, include_usage=include_usage,
-                          defaults=Defaults())
+    provider = Provider(
+        name="p",
+        api=provider_api,
+        base_url=base,
+        scheme="http",
+        host="p",
+        port=80,
+        base_path="/v1" if provider_api is ProviderApi.OPENAI else "",
+        keys=(),
+    )
+    return AttemptContext(
+        client_api=api,
+        body=body,
+        raw=raw,
+        provider=provider,
+        model=Model(name="m", provider="p", id="m-2025"),
+        stream=body.get("stream") is True,
+        include_usage=include_usage,
+        defaults=Defaults(),
+    )
 
 
 OPENAI_STREAM = (
@@ -52,7 +80,9 @@ OPENAI_STREAM = (
 @pytest.mark.parametrize("include_usage", [True, False])
 def test_openai_stream_usage(include_usage: bool) -> None:
     raw = '{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}'
-    ex = exchange_for(_ctx(ClientApi.OPENAI_CHAT, ProviderApi.OPENAI, json.loads(raw), raw, include_usage))
+    ex = exchange_for(
+        _ctx(ClientApi.OPENAI_CHAT, ProviderApi.OPENAI, json.loads(raw), raw, include_usage)
+    )
     out = ex.request()
     assert out.path == "/v1/chat/completions"
     assert json.loads(out.body)["stream_options"] == {"include_usage": True}
@@ -62,8 +92,12 @@ def test_openai_stream_usage(include_usage: bool) -> None:
     assert (b'"choices":[],"usage"' in got) is include_usage
     assert got.endswith(b"data: [DONE]\n\n")
     assert ex.usage is not None
-    assert (ex.usage.input_tokens, ex.usage.output_tokens, ex.usage.cache_read_tokens,
-            ex.usage.reasoning_tokens) == (9, 2, 4, 1)
+    assert (
+        ex.usage.input_tokens,
+        ex.usage.output_tokens,
+        ex.usage.cache_read_tokens,
+        ex.usage.reasoning_tokens,
+    ) == (9, 2, 4, 1)
 
 
 def test_openai_json_passes_unchanged() -> None:
@@ -86,7 +120,9 @@ def test_openai_non_json_error_is_wrapped() -> None:
 
 def test_anthropic_passthrough_stream_usage() -> None:
     raw = '{"model":"m","max_tokens":5,"stream":true,"messages":[]}'
-    ex = exchange_for(_ctx(ClientApi.ANTHROPIC_MESSAGES, ProviderApi.ANTHROPIC, json.loads(raw), raw))
+    ex = exchange_for(
+        _ctx(ClientApi.ANTHROPIC_MESSAGES, ProviderApi.ANTHROPIC, json.loads(raw), raw)
+    )
     assert ex.request().path == "/v1/messages"
     ex.begin_response(200, "text/event-stream")
     stream = (

@@ -4,7 +4,7 @@ Request: system and developer messages become ``system``; tool results become
 ``tool_result`` blocks in a user turn; consecutive turns of one role merge
 (Anthropic wants them alternating); images as data URLs become base64 blocks;
 ``max_tokens`` is required, so a configured default fills it in; temperature is
-clamped to Anthropic's 0–1. Response: content blocks become one message with
+clamped to Anthropic's 0 to 1. Response: content blocks become one message with
 ``tool_calls``; thinking goes to ``reasoning_content`` (the field OpenAI-compatible
 servers use); usage counts cache reads and writes as prompt tokens.
 Streams are rewritten event by event into ``chat.completion.chunk`` objects.
@@ -78,7 +78,10 @@ def _part(part: Any, param: str) -> dict[str, Any] | None:
                     f"image type {media!r} is not supported; use one of {sorted(IMAGE_TYPES)}",
                     f"{param}.image_url.url",
                 )
-            block = {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+            block = {
+                "type": "image",
+                "source": {"type": "base64", "media_type": media, "data": data},
+            }
         elif url.startswith(("https://", "http://")):
             block = {"type": "image", "source": {"type": "url", "url": url}}
         else:
@@ -91,7 +94,10 @@ def _part(part: Any, param: str) -> dict[str, Any] | None:
         media, data = _data_url(data_url, f"{param}.file.file_data")
         if media != "application/pdf":
             raise _bad(f"file type {media!r} is not supported; only PDF", f"{param}.file")
-        block = {"type": "document", "source": {"type": "base64", "media_type": media, "data": data}}
+        block = {
+            "type": "document",
+            "source": {"type": "base64", "media_type": media, "data": data},
+        }
     elif kind == "refusal":
         text = part.get("refusal")
         if not isinstance(text, str) or not text:
@@ -125,7 +131,9 @@ def _tool_use(call: Any, param: str) -> dict[str, Any]:
     try:
         parsed = json.loads(args) if isinstance(args, str) else args
     except ValueError:
-        raise _bad("tool call arguments are not valid JSON", f"{param}.function.arguments") from None
+        raise _bad(
+            "tool call arguments are not valid JSON", f"{param}.function.arguments"
+        ) from None
     if not isinstance(parsed, dict):
         raise _bad("tool call arguments must be a JSON object", f"{param}.function.arguments")
     call_id = call.get("id")
@@ -173,7 +181,9 @@ def _messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str,
                 block["content"] = result
             role, blocks = "user", [block]
         elif role == "function":
-            raise _bad("the deprecated 'function' role is not supported; use 'tool'", f"{param}.role")
+            raise _bad(
+                "the deprecated 'function' role is not supported; use 'tool'", f"{param}.role"
+            )
         else:
             raise _bad(f"unknown role {role!r}", f"{param}.role")
         if turns and turns[-1]["role"] == role:
@@ -231,7 +241,9 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return out
 
 
-def translate_request(body: dict[str, Any], model_id: str, default_max_tokens: int) -> dict[str, Any]:
+def translate_request(
+    body: dict[str, Any], model_id: str, default_max_tokens: int
+) -> dict[str, Any]:
     """An OpenAI chat completions body → an Anthropic Messages body."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -243,11 +255,14 @@ def translate_request(body: dict[str, Any], model_id: str, default_max_tokens: i
         raise _bad("logprobs are not available from Anthropic providers", "logprobs")
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise _bad("response_format other than text is not supported for Anthropic providers",
-                   "response_format")
+        raise _bad(
+            "response_format other than text is not supported for Anthropic providers",
+            "response_format",
+        )
     if body.get("reasoning_effort") is not None:
-        raise _bad("reasoning_effort is not supported for Anthropic providers yet",
-                   "reasoning_effort")
+        raise _bad(
+            "reasoning_effort is not supported for Anthropic providers yet", "reasoning_effort"
+        )
 
     system, turns = _messages(messages)
     out: dict[str, Any] = {"model": model_id}
@@ -310,14 +325,16 @@ def translate_response(msg: dict[str, Any], created: int) -> tuple[dict[str, Any
         elif kind == "thinking":
             thinking.append(str(block.get("thinking", "")))
         elif kind == "tool_use":
-            calls.append({
-                "id": block.get("id"),
-                "type": "function",
-                "function": {
-                    "name": block.get("name"),
-                    "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
-                },
-            })
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                    },
+                }
+            )
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(text) if text or not calls else None,
@@ -333,12 +350,14 @@ def translate_response(msg: dict[str, Any], created: int) -> tuple[dict[str, Any
         "object": "chat.completion",
         "created": created,
         "model": msg.get("model"),
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": FINISH_REASONS.get(str(msg.get("stop_reason")), "stop"),
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": FINISH_REASONS.get(str(msg.get("stop_reason")), "stop"),
+            }
+        ],
     }
     if usage is not None:
         out["usage"] = openai_usage(usage)
@@ -394,12 +413,18 @@ class StreamTranslator:
             block = data.get("content_block") or {}
             if block.get("type") == "tool_use":
                 index = self._tool_index.setdefault(data.get("index", 0), len(self._tool_index))
-                return self._chunk({"tool_calls": [{
-                    "index": index,
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {"name": block.get("name"), "arguments": ""},
-                }]})
+                return self._chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": block.get("id"),
+                                "type": "function",
+                                "function": {"name": block.get("name"), "arguments": ""},
+                            }
+                        ]
+                    }
+                )
             if block.get("type") == "text" and block.get("text"):
                 return self._chunk({"content": block["text"]})
             return b""
@@ -410,9 +435,16 @@ class StreamTranslator:
                 return self._chunk({"content": delta.get("text", "")})
             if kind == "input_json_delta":
                 index = self._tool_index.get(data.get("index", 0), 0)
-                return self._chunk({"tool_calls": [{
-                    "index": index, "function": {"arguments": delta.get("partial_json", "")},
-                }]})
+                return self._chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "function": {"arguments": delta.get("partial_json", "")},
+                            }
+                        ]
+                    }
+                )
             if kind == "thinking_delta":
                 return self._chunk({"reasoning_content": delta.get("thinking", "")})
             return b""  # signature_delta and future kinds carry nothing for OpenAI clients
@@ -459,7 +491,8 @@ class StreamTranslator:
         # than end as if the answer were complete.
         self.done = True
         body = openai_error_body(
-            "the provider's stream ended before the message was complete", "server_error",
+            "the provider's stream ended before the message was complete",
+            "server_error",
             code="stream_truncated",
         )
         return b"data: " + dumps(body) + b"\n\n"

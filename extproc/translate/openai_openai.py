@@ -67,7 +67,9 @@ class OpenAIToOpenAI(Exchange):
 
     def request(self) -> Outbound:
         ctx = self.ctx
-        suffix = "/embeddings" if ctx.client_api is ClientApi.OPENAI_EMBEDDINGS else "/chat/completions"
+        suffix = (
+            "/embeddings" if ctx.client_api is ClientApi.OPENAI_EMBEDDINGS else "/chat/completions"
+        )
         fields = request_fields(ctx.body, ctx.model.id, stream=ctx.stream)
         return Outbound(
             path=ctx.provider.base_path + suffix,

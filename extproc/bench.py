@@ -1,0 +1,410 @@
+"""``sidegate bench``: what sidegate adds, measured against a direct call and Envoy alone.
+
+One run starts a fake OpenAI provider (its own process, uvloop), a bare Envoy
+(listener → router → provider, no ext_proc) and ``sidegate run`` against the
+same fake, then drives each with the same keep-alive HTTP/1.1 client: the
+non-streaming chat request at each concurrency, and time to first token for
+streams. Reported: p50/p99 latency, requests per second, the overhead over
+direct and over Envoy alone, and the resident memory of the processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .runner import find_envoy
+from .server import install_event_loop_policy
+
+BODY = json.dumps(
+    {
+        "model": "bench",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant. " * 10},
+            {
+                "role": "user",
+                "content": "Summarise the following text. " + "lorem ipsum dolor " * 60,
+            },
+        ],
+        "temperature": 0.2,
+        "max_tokens": 64,
+    }
+).encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _request(port: int, path: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer sk-bench\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, float | None]:
+    """Read one response; returns its status and, for chunked bodies, when the first chunk came."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    if b"transfer-encoding: chunked" in lower:
+        first: float | None = None
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                return status, first
+            if first is None:
+                first = time.perf_counter()
+    length = 0
+    for line in lower.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return status, None
+
+
+async def _worker(
+    port: int, request: bytes, count: int, out: list[float], ttft: list[float]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            writer.write(request)
+            status, first = await _read_response(reader)
+            if status != 200:
+                raise RuntimeError(f"status {status} from port {port}")
+            out.append(time.perf_counter() - start)
+            if first is not None:
+                ttft.append(first - start)
+    finally:
+        writer.close()
+
+
+@dataclass
+class Result:
+    target: str
+    concurrency: int
+    stream: bool
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    ttft_p50_ms: float | None = None
+    ttft_p99_ms: float | None = None
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def _measure(
+    target: str, port: int, path: str, body: bytes, concurrency: int, total: int, stream: bool
+) -> Result:
+    request = _request(port, path, body)
+    # Warm up connections and caches.
+    await asyncio.gather(*(_worker(port, request, 20, [], []) for _ in range(concurrency)))
+    latencies: list[float] = []
+    ttft: list[float] = []
+    per_worker = max(1, total // concurrency)
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(_worker(port, request, per_worker, latencies, ttft) for _ in range(concurrency))
+    )
+    elapsed = time.perf_counter() - start
+    result = Result(
+        target,
+        concurrency,
+        stream,
+        len(latencies),
+        _pct(latencies, 0.5),
+        _pct(latencies, 0.99),
+        len(latencies) / elapsed,
+    )
+    if ttft:
+        result.ttft_p50_ms, result.ttft_p99_ms = _pct(ttft, 0.5), _pct(ttft, 0.99)
+    return result
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(p.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return kids
+
+
+_HCM = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+    "HttpConnectionManager"
+)
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+
+def _envoy_alone(workdir: Path, port: int, upstream: int) -> subprocess.Popen[bytes]:
+    bootstrap = {
+        "static_resources": {
+            "listeners": [
+                {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": _HCM,
+                                        "stat_prefix": "bare",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "all",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {
+                                                            "match": {"prefix": "/"},
+                                                            "route": {
+                                                                "cluster": "fake",
+                                                                "timeout": "0s",
+                                                            },
+                                                        }
+                                                    ],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {"@type": _ROUTER},
+                                            }
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": "fake",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "fake",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": "127.0.0.1",
+                                                    "port_value": upstream,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+    path = workdir / "bare.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    return subprocess.Popen(
+        [
+            find_envoy(),
+            "-c",
+            str(path),
+            "--disable-hot-restart",
+            "--concurrency",
+            "2",
+            "--log-level",
+            "error",
+        ]
+    )
+
+
+def _wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def _table(results: list[Result]) -> str:
+    base = {(r.target, r.concurrency, r.stream): r for r in results}
+    rows = [
+        "| target | conc. | stream | p50 ms | p99 ms | req/s | +p50 vs direct | +p99 vs direct "
+        "| +p50 vs Envoy | +p99 vs Envoy | TTFT p50 | TTFT p99 |",
+        "|---|--:|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        d = base.get(("direct", r.concurrency, r.stream))
+        e = base.get(("envoy", r.concurrency, r.stream))
+
+        def delta(a: float, b: Result | None, attr: str, target: str = r.target) -> str:
+            return f"{a - getattr(b, attr):+.2f}" if b and target != b.target else ""
+
+        ttft = f"{r.ttft_p50_ms:.2f} | {r.ttft_p99_ms:.2f}" if r.ttft_p50_ms is not None else " | "
+        rows.append(
+            f"| {r.target} | {r.concurrency} | {'y' if r.stream else ''} | {r.p50_ms:.2f} | "
+            f"{r.p99_ms:.2f} | {r.rps:.0f} | {delta(r.p50_ms, d, 'p50_ms')} | "
+            f"{delta(r.p99_ms, d, 'p99_ms')} | {delta(r.p50_ms, e, 'p50_ms')} | "
+            f"{delta(r.p99_ms, e, 'p99_ms')} | {ttft} |"
+        )
+    return "\n".join(rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    install_event_loop_policy()
+    workdir = Path(tempfile.mkdtemp(prefix="sidegate-bench-"))
+    fake_port, envoy_port, gw_port = _free_port(), _free_port(), _free_port()
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "extproc.cli",
+                    "fake-provider",
+                    "--api",
+                    "openai",
+                    "--port",
+                    str(fake_port),
+                    "--name",
+                    "bench",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        procs.append(_envoy_alone(workdir, envoy_port, fake_port))
+        config = {
+            "listen": {"port": gw_port},
+            "providers": {
+                "fake": {
+                    "api": "openai",
+                    "base_url": f"http://127.0.0.1:{fake_port}/v1",
+                    "keys": [{"env": "SIDEGATE_BENCH_KEY"}],
+                }
+            },
+            "models": {"bench": {"provider": "fake", "id": "gpt-4o-mini"}},
+            "envoy": {"access_log": False, "concurrency": 2},
+        }
+        (workdir / "sidegate.yaml").write_text(yaml.safe_dump(config))
+        ready = workdir / "ready"
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "extproc.cli",
+                "run",
+                "-c",
+                str(workdir / "sidegate.yaml"),
+                "--ready-file",
+                str(ready),
+            ],
+            env={**os.environ, "SIDEGATE_BENCH_KEY": "sk-bench"},
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(gateway)
+        for port in (fake_port, envoy_port):
+            _wait_port(port)
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if gateway.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("sidegate did not start")
+            time.sleep(0.05)
+
+        targets = [("direct", fake_port), ("envoy", envoy_port), ("sidegate", gw_port)]
+        stream_body = BODY[:-1] + b', "stream": true}'
+
+        async def run_all() -> list[Result]:
+            out = []
+            for c in args.concurrency:
+                for name, port in targets:
+                    out.append(
+                        await _measure(
+                            name, port, "/v1/chat/completions", BODY, c, args.requests, False
+                        )
+                    )
+            for name, port in targets:
+                out.append(
+                    await _measure(
+                        name,
+                        port,
+                        "/v1/chat/completions",
+                        stream_body,
+                        1,
+                        max(200, args.requests // 4),
+                        True,
+                    )
+                )
+            return out
+
+        results = asyncio.run(run_all())
+        envoy_child = _children(gateway.pid)
+        memory = {
+            "sidegate ext_proc (python) RSS MiB": round(_rss_mib(gateway.pid), 1),
+            "sidegate envoy RSS MiB": round(sum(_rss_mib(p) for p in envoy_child), 1),
+            "fake provider RSS MiB": round(_rss_mib(procs[0].pid), 1),
+        }
+        print(_table(results))
+        print()
+        for k, v in memory.items():
+            print(f"- {k}: {v}")
+        print(
+            f"\nrequest body {len(BODY)} bytes; {os.cpu_count()} CPUs shared by client, fake, "
+            "Envoy and the ext_proc"
+        )
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps({"results": [asdict(r) for r in results], "memory": memory}, indent=2)
+            )
+        return 0
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()

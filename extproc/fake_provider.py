@@ -13,6 +13,7 @@ make the first provider fail and the fallback succeed::
     x-fake-fault-<name>: chunk_delay=0.2          # 200 ms between SSE events
     x-fake-fault-<name>: error_event=overloaded_error   # Anthropic SSE error mid-stream
     x-fake-fault-<name>: cache_read=100,cache_creation=20
+    x-fake-fault-<name>: status=503,only_model=gpt-4o   # only requests for that model id
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Faults:
     error_event: str | None = None
     cache_read: int = 0
     cache_creation: int = 0
+    only_model: str | None = None  # the fault applies to requests for this model id only
 
     @classmethod
     def parse(cls, value: str) -> Faults:
@@ -79,6 +81,8 @@ class Faults:
                 f.chunk_delay = float(v)
             elif key == "error_event":
                 f.error_event = v
+            elif key == "only_model":
+                f.only_model = v
             elif key in ("cache_read", "cache_creation"):
                 setattr(f, key, int(v))
         return f
@@ -252,6 +256,8 @@ class FakeProvider:
         raw: bytes,
     ) -> bool:
         faults = Faults.parse(headers.get(f"x-fake-fault-{self.name}", ""))
+        if faults.only_model is not None and faults.only_model.encode() not in raw:
+            faults = Faults()
         if faults.stall:
             await asyncio.sleep(faults.stall)
         if faults.reset_after == 0:

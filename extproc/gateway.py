@@ -36,10 +36,15 @@ class Gateway:
         """Call ``listener`` with each request's final state (budgets, audit, tests)."""
         self._listeners.append(listener)
 
-    def complete(self, request_id: str) -> None:
-        state = self.requests.pop(request_id)
-        if state is None:
+    def attach(self, state: RequestState) -> None:
+        state.holders += 1
+
+    def release(self, state: RequestState) -> None:
+        """A stage is done with ``state``; the last one out completes the request."""
+        state.holders -= 1
+        if state.holders > 0:
             return
+        self.requests.pop(state.id)
         for listener in self._listeners:
             listener(state)
 

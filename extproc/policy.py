@@ -52,7 +52,7 @@ class PolicyStream:
         self.gw = gateway
         self.endpoint: Endpoint | None = None
         self.headers: dict[str, str] = {}
-        self.request_id: str | None = None
+        self.state: RequestState | None = None
 
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
@@ -131,22 +131,20 @@ class PolicyStream:
             request_id = self.gw.new_request_id()
             set_headers[REQUEST_ID] = request_id
         stream = body.get("stream") is True
-        self.request_id = request_id
-        self.gw.requests.put(
-            RequestState(
-                id=request_id,
-                api=ep.api,
-                plan=plan,
-                requested_model=model,
-                body=body,
-                raw=raw,
-                stream=stream,
-                include_usage=stream and validation.wants_usage(ep.api, body),
-                passthrough_headers={
-                    k: self.headers[k] for k in ANTHROPIC_CLIENT_HEADERS if k in self.headers
-                },
-            )
+        self.state = RequestState(
+            id=request_id,
+            api=ep.api,
+            plan=plan,
+            requested_model=model,
+            body=body,
+            raw=raw,
+            stream=stream,
+            include_usage=stream and validation.wants_usage(ep.api, body),
+            passthrough_headers={
+                k: self.headers[k] for k in ANTHROPIC_CLIENT_HEADERS if k in self.headers
+            },
         )
+        self.gw.requests.put(self.state)
         resp = pb.ProcessingResponse()
         common = resp.request_body.response
         common.header_mutation.CopyFrom(mutation(set_headers))
@@ -154,9 +152,8 @@ class PolicyStream:
         return resp
 
     def close(self) -> None:
-        # Envoy ends the policy stream when the HTTP request ends, after every retry.
-        if self.request_id is not None:
-            self.gw.complete(self.request_id)
+        if self.state is not None:
+            self.gw.release(self.state)
 
 
 def _unknown_model(model: str, gw: Gateway) -> GatewayError:

@@ -82,6 +82,7 @@ class ProviderStream:
                 "sidegate_no_policy_state",
             )
         self.state = state
+        self.gw.attach(state)
         state.attempts += 1
         model = model_for_attempt(
             state.plan, self.gw.config.models, self.provider.name, _attempt(req)
@@ -211,6 +212,10 @@ class ProviderStream:
         resp.response_trailers.SetInParent()
         out.append(resp)
         return out
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.gw.release(self.state)
 
     def _finish_attempt(self) -> None:
         state, exchange = self.state, self.exchange

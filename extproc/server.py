@@ -31,6 +31,8 @@ MAX_MESSAGE = 64 * 1024 * 1024
 class _Stream(Protocol):
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]: ...
 
+    def close(self) -> None: ...
+
 
 class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, gateway: Gateway) -> None:
@@ -61,9 +63,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 for resp in stream.handle(req):
                     yield resp
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            stream.close()
 
 
 def socket_path_default() -> str:

@@ -30,6 +30,11 @@ class RequestState:
     passthrough_headers: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0
+    # ext_proc streams still working on this request (the policy stream, the
+    # current attempt's). Envoy may close the policy stream once response
+    # headers pass, before a stream's last chunk: the request is complete
+    # only when both are done.
+    holders: int = 1
     # Filled in by the provider stage when an attempt's response completes.
     provider: str | None = None
     model: str | None = None

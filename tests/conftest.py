@@ -59,6 +59,7 @@ def gateway_doc(fakes: dict[str, FakeProvider]) -> dict[str, Any]:
                 "context_window": 200000,
             },
             "claude-sonnet-b": {"provider": "anthropic-b", "id": "claude-sonnet-4-5-backup"},
+            "claude-haiku": {"provider": "anthropic-a", "id": "claude-haiku-4-5"},
             "embed": {"provider": "openai-a", "id": "text-embedding-3-small", "embeddings": True},
         },
         "routes": {
@@ -66,6 +67,8 @@ def gateway_doc(fakes: dict[str, FakeProvider]) -> dict[str, Any]:
             "smart": [["claude-sonnet"], ["gpt-4o"]],
             "fast": [["gpt-4o"], ["gpt-4o-b"]],
             "claude": [["claude-sonnet"], ["claude-sonnet-b"]],
+            # One provider in two groups: the attempt number decides the model id.
+            "downgrade": [["claude-sonnet"], ["claude-haiku"]],
         },
         "timeouts": {"first_byte": "1s", "retry_base": "10ms", "retry_max": "50ms"},
     }

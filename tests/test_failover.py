@@ -198,3 +198,37 @@ def test_connect_failure_fails_over(fakes: dict[str, FakeProvider]) -> None:
         assert err["type"] == "server_error" and err["code"] == "upstream_unavailable"
     finally:
         gw.stop()
+
+
+def test_same_provider_in_two_groups_uses_each_groups_model(
+    client: openai.OpenAI, fakes: dict[str, FakeProvider]
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="downgrade",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-fake-fault-an": "status=529,only_model=claude-sonnet-4-5"},
+    )
+    assert raw.headers["x-sidegate-model"] == "claude-haiku"
+    assert [r.json()["model"] for r in fakes["an"].requests] == [
+        "claude-sonnet-4-5",
+        "claude-haiku-4-5",
+    ]
+
+
+def test_no_request_state_outlives_its_request(
+    client: openai.OpenAI, gateway: GatewayProcess
+) -> None:
+    before = len(gateway.completed)
+    for fault in ("status=503", "reset_after=0", "chunk_delay=0"):
+        list(
+            client.chat.completions.create(
+                model="smart",
+                stream=True,
+                messages=[{"role": "user", "content": "x"}],
+                extra_headers={"x-fake-fault-an": fault},
+            )
+        )
+    done = gateway.wait_completed(before + 3)
+    assert len(done) == before + 3
+    assert all(s.usage is not None for s in done[before:])
+    assert len(gateway.gateway.requests) == 0

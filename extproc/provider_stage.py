@@ -51,6 +51,7 @@ class ProviderStream:
         self.state: RequestState | None = None
         self.exchange: Exchange | None = None
         self.model_name: str | None = None
+        self._finished = False
 
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
@@ -214,13 +215,25 @@ class ProviderStream:
         return out
 
     def close(self) -> None:
-        if self.state is not None:
-            self.gw.release(self.state)
+        if self.state is None:
+            return
+        # A client that stops reading at [DONE] can make Envoy end this stream
+        # before the provider's last chunk: keep what the attempt did see.
+        if self.exchange is not None and self.exchange.status:
+            self._finish_attempt()
+        self.gw.release(self.state)
 
     def _finish_attempt(self) -> None:
         state, exchange = self.state, self.exchange
-        if state is None or exchange is None:
+        if state is None or exchange is None or self._finished:
             return
+        self._finished = True
+        if (
+            state.status is not None
+            and 200 <= state.status < 300
+            and not 200 <= exchange.status < 300
+        ):
+            return  # a failed attempt never overwrites one that succeeded
         state.provider = self.provider.name
         state.model = self.model_name
         state.status = exchange.status

@@ -218,17 +218,22 @@ def test_same_provider_in_two_groups_uses_each_groups_model(
 def test_no_request_state_outlives_its_request(
     client: openai.OpenAI, gateway: GatewayProcess
 ) -> None:
-    before = len(gateway.completed)
-    for fault in ("status=503", "reset_after=0", "chunk_delay=0"):
+    faults = ("status=503", "reset_after=0", "chunk_delay=0")
+    for fault in faults:
         list(
             client.chat.completions.create(
                 model="smart",
                 stream=True,
                 messages=[{"role": "user", "content": "x"}],
+                user=f"leak-{fault}",
                 extra_headers={"x-fake-fault-an": fault},
             )
         )
-    done = gateway.wait_completed(before + 3)
-    assert len(done) == before + 3
-    assert all(s.usage is not None for s in done[before:])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        mine = [s for s in gateway.completed if str(s.body.get("user", "")).startswith("leak-")]
+        if len(mine) == len(faults) and not gateway.gateway.requests:
+            break
+        time.sleep(0.01)
+    assert len(mine) == len(faults) and all(s.usage is not None for s in mine)
     assert len(gateway.gateway.requests) == 0

@@ -12,12 +12,13 @@ import logging
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from .apis import ErrorStyle
 from .config import Provider, ProviderApi
 from .errors import GatewayError
 from .gateway import Gateway
 from .headers import mutation, to_dict
 from .keys import MissingKey
-from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response, immediate
+from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
 from .routing import model_for_attempt
 from .state import RequestState
 from .translate import AttemptContext, Exchange, exchange_for
@@ -76,12 +77,7 @@ class ProviderStream:
         state = self.gw.requests.get(headers.get(REQUEST_ID, ""))
         if state is None:
             # The policy stage did not see this request: never forward it unprocessed.
-            return immediate(
-                500,
-                b'{"error":{"message":"sidegate: request reached a provider '
-                b'without passing the policy stage","type":"server_error"}}',
-                "sidegate_no_policy_state",
-            )
+            return _internal("a request reached a provider without passing the policy stage")
         self.state = state
         self.gw.attach(state)
         state.attempts += 1
@@ -126,7 +122,7 @@ class ProviderStream:
     def on_request_body(self) -> pb.ProcessingResponse:
         state, exchange = self.state, self.exchange
         if state is None or exchange is None:
-            return immediate(500, b"", "sidegate_no_state")
+            return _internal("a request body arrived before its headers")
         style = state.api.error_style
         try:
             outbound = exchange.request()
@@ -239,6 +235,13 @@ class ProviderStream:
         state.status = exchange.status
         if exchange.usage is not None:
             state.usage = exchange.usage
+
+
+def _internal(message: str) -> pb.ProcessingResponse:
+    # No request state means no known caller format: OpenAI's is the default.
+    return error_response(
+        GatewayError(500, f"sidegate: {message}", code="internal"), ErrorStyle.OPENAI
+    )
 
 
 def _streamed(body: bytes, eos: bool) -> pb.ProcessingResponse:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 
 from extproc.fake_provider import FakeProvider
@@ -79,6 +80,13 @@ def gateway(fakes: dict[str, FakeProvider]) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(gateway_doc(fakes)).start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture
+def client(gateway: GatewayProcess) -> openai.OpenAI:
+    """The official openai SDK, configured by base URL only."""
+    # The app's own key is a placeholder: sidegate must never forward it.
+    return openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="app-placeholder", max_retries=0)
 
 
 @pytest.fixture(autouse=True)

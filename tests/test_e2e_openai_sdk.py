@@ -29,12 +29,6 @@ TOOLS: list[Any] = [
 ]
 
 
-@pytest.fixture
-def client(gateway: GatewayProcess) -> openai.OpenAI:
-    # The app's own key is a placeholder: sidegate must never forward it.
-    return openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="app-placeholder", max_retries=0)
-
-
 def test_plain_chat_to_openai_provider(
     client: openai.OpenAI, fakes: dict[str, FakeProvider], gateway: GatewayProcess
 ) -> None:

@@ -14,11 +14,6 @@ from tests.conftest import KEYS
 from tests.harness import GatewayProcess
 
 
-@pytest.fixture
-def client(gateway: GatewayProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="app-placeholder", max_retries=0)
-
-
 def test_503_fails_over_across_apis(
     client: openai.OpenAI, fakes: dict[str, FakeProvider], gateway: GatewayProcess
 ) -> None:

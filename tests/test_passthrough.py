@@ -133,3 +133,20 @@ def test_anthropic_passthrough_stream_usage() -> None:
     assert ex.feed(stream) + ex.finish() == stream
     assert ex.usage is not None
     assert (ex.usage.input_tokens, ex.usage.output_tokens, ex.usage.cache_read_tokens) == (7, 12, 2)
+
+
+def test_openai_stream_keeps_an_unterminated_last_event() -> None:
+    raw = '{"model":"m","stream":true,"messages":[]}'
+    ex = exchange_for(_ctx(ClientApi.OPENAI_CHAT, ProviderApi.OPENAI, json.loads(raw), raw, True))
+    ex.begin_response(200, "text/event-stream")
+    # Some OpenAI-compatible servers end without the final blank line.
+    assert ex.feed(b'data: {"choices":[]}\n\ndata: [DONE]') == b'data: {"choices":[]}\n\n'
+    assert ex.finish() == b"data: [DONE]"
+
+
+def test_passthrough_json_that_is_not_json_is_not_appended_to() -> None:
+    raw = '{"model":"m","messages":[]}'
+    ex = exchange_for(_ctx(ClientApi.OPENAI_CHAT, ProviderApi.OPENAI, json.loads(raw), raw))
+    ex.begin_response(200, "text/plain")
+    assert ex.feed(b"plain words") == b"plain words"
+    assert ex.finish() == b"" and ex.usage is None

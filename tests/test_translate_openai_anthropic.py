@@ -438,7 +438,7 @@ def _translate_stream(
     for i in range(0, len(raw), split):  # arbitrary chunk boundaries, even mid-UTF-8
         for ev in dec.feed(raw[i : i + split]):
             out += t.event(ev.event, json.loads(ev.data))
-    out += t.end(truncated=False)
+    out += t.end()
     events = [line[6:] for line in out.decode().split("\n") if line.startswith("data: ")]
     return [e if e == "[DONE]" else json.loads(e) for e in events], t
 
@@ -495,7 +495,7 @@ def test_error_event_mid_stream() -> None:
             "code": "overloaded_error",
         }
     }
-    assert t.end(truncated=False) == b""
+    assert t.end() == b""
 
 
 @pytest.mark.parametrize(

@@ -69,8 +69,8 @@ class AnthropicToAnthropic(Exchange):
                     self.usage = usage_from(holder.get("usage"), self.usage)
         return event.raw
 
-    def stream_end(self, *, truncated: bool) -> bytes:
-        return b""
+    def stream_end(self, pending: bytes) -> bytes:
+        return pending  # pass-through: an unterminated last event still reaches the client
 
     def error(self, status: int, body: bytes) -> bytes:
         return error_body(status, body, self.ctx.provider.name)

@@ -54,9 +54,6 @@ class ResponsePlan:
 class Exchange(abc.ABC):
     # True when a 2xx JSON body reaches the client unchanged (only read for usage).
     passthrough_json: bool = False
-    # True when SSE events that the translator does not change keep their bytes.
-    stream_content_type: str = "text/event-stream"
-    json_content_type: str = "application/json"
 
     def __init__(self, ctx: AttemptContext) -> None:
         self.ctx = ctx
@@ -80,11 +77,11 @@ class Exchange(abc.ABC):
             return ResponsePlan(rewrites=True, content_type="application/json")
         if content_type.startswith("text/event-stream"):
             self.mode = Mode.STREAM
-            return ResponsePlan(rewrites=True, content_type=self.stream_content_type)
+            return ResponsePlan(rewrites=True, content_type="text/event-stream")
         self.mode = Mode.JSON
         if self.passthrough_json:
             return ResponsePlan(rewrites=False, content_type=None)
-        return ResponsePlan(rewrites=True, content_type=self.json_content_type)
+        return ResponsePlan(rewrites=True, content_type="application/json")
 
     def feed(self, data: bytes) -> bytes:
         if self.mode is Mode.STREAM:
@@ -96,7 +93,7 @@ class Exchange(abc.ABC):
 
     def finish(self) -> bytes:
         if self.mode is Mode.STREAM:
-            return self.stream_end(truncated=bool(self._sse.pending.strip()))
+            return self.stream_end(self._sse.pending)
         body = bytes(self._buf)
         self._buf.clear()
         if self.mode is Mode.ERROR:
@@ -105,10 +102,14 @@ class Exchange(abc.ABC):
             parsed = json.loads(body)
         except ValueError:
             parsed = None
+        if self.passthrough_json:
+            # The body already went out as it came; only usage is read from it.
+            if isinstance(parsed, dict):
+                self.json_response(parsed)
+            return b""
         if not isinstance(parsed, dict):
             return self.error(502, b"provider sent a 2xx response that is not a JSON object")
-        out = self.json_response(parsed)
-        return b"" if self.passthrough_json else out
+        return self.json_response(parsed)
 
     # -- per API pair ----------------------------------------------------------
 
@@ -120,7 +121,8 @@ class Exchange(abc.ABC):
     def stream_event(self, event: Event) -> bytes: ...
 
     @abc.abstractmethod
-    def stream_end(self, *, truncated: bool) -> bytes: ...
+    def stream_end(self, pending: bytes) -> bytes:
+        """The stream ended; ``pending`` is a last event the provider never terminated."""
 
     @abc.abstractmethod
     def error(self, status: int, body: bytes) -> bytes: ...

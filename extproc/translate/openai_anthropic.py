@@ -484,7 +484,7 @@ class StreamTranslator:
             out += b"data: " + dumps(chunk) + b"\n\n"
         return out + b"data: [DONE]\n\n"
 
-    def end(self, *, truncated: bool) -> bytes:
+    def end(self) -> bytes:
         if self.done:
             return b""
         # The provider closed the stream without message_stop: say so rather
@@ -526,8 +526,8 @@ class OpenAIToAnthropic(Exchange):
         self.usage = self._stream.usage
         return out
 
-    def stream_end(self, *, truncated: bool) -> bytes:
-        return self._stream.end(truncated=truncated)
+    def stream_end(self, pending: bytes) -> bytes:
+        return self._stream.end()
 
     def error(self, status: int, body: bytes) -> bytes:
         return translate_error(status, body, self.ctx.provider.name)

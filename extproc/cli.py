@@ -6,30 +6,63 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 
 from .config import ConfigError, GatewayConfig, load_config
 from .gateway import Gateway
 
 
+def _overrides(args: argparse.Namespace) -> Callable[[GatewayConfig], GatewayConfig]:
+    """Command-line overrides, applied at start and again to every reloaded config."""
+    port = getattr(args, "port", None)
+
+    def adjust(config: GatewayConfig) -> GatewayConfig:
+        if port:
+            config = dataclasses.replace(
+                config, listen=dataclasses.replace(config.listen, port=port)
+            )
+        return config
+
+    return adjust
+
+
 def _load(args: argparse.Namespace) -> GatewayConfig:
-    config = load_config(args.config)
-    if getattr(args, "port", None):
-        config = dataclasses.replace(
-            config, listen=dataclasses.replace(config.listen, port=args.port)
-        )
-    return config
+    return _overrides(args)(load_config(args.config))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
 
-    return run(_load(args), socket_path=args.socket, ready_file=args.ready_file)
+    return run(
+        _load(args),
+        config_path=args.config,
+        socket_path=args.socket,
+        ready_file=args.ready_file,
+        adjust=_overrides(args),
+    )
 
 
 def _cmd_extproc(args: argparse.Namespace) -> int:
-    from .runner import serve_extproc
+    from .runner import SidecarOptions, serve_extproc
 
-    return serve_extproc(_load(args), args.socket)
+    opts = SidecarOptions(
+        socket=args.socket,
+        envoy_dir=args.envoy_dir,
+        admin_port=args.admin_port,
+        ready_port=args.ready_port or None,
+        drain_seconds=args.drain_seconds,
+    )
+    return serve_extproc(_load(args), opts, config_path=args.config)
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from .health import wait
+
+    found = wait(args.socket, args.envoy_dir, timeout=1.0, wait_seconds=args.wait)
+    if found:
+        print(f"sidegate: unhealthy: {found}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -83,7 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extproc", help="serve only the ext_proc service (sidecar container)")
     with_config(p)
     p.add_argument("--socket", default="/run/sidegate/extproc.sock")
+    p.add_argument(
+        "--envoy-dir",
+        help="write Envoy's bootstrap and watched listener/cluster files here (sidecar mode)",
+    )
+    p.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port (loopback)")
+    p.add_argument(
+        "--ready-port", type=int, default=15021, help="Envoy's /ready-only port (0: none)"
+    )
+    p.add_argument(
+        "--drain-seconds", type=float, default=0.0, help="keep serving after SIGTERM while busy"
+    )
     p.set_defaults(func=_cmd_extproc)
+
+    p = sub.add_parser("health", help="exit 0 when the ext_proc serves (a startup probe)")
+    p.add_argument("--socket", default="/run/sidegate/extproc.sock")
+    p.add_argument("--envoy-dir", help="also require Envoy's files here")
+    p.add_argument("--wait", type=float, default=0.0, help="keep trying this many seconds")
+    p.set_defaults(func=_cmd_health)
 
     cfg = sub.add_parser("config", help="check or render a gateway config").add_subparsers(
         dest="config_command", required=True

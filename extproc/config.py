@@ -515,14 +515,18 @@ def parse_config(doc: Any) -> GatewayConfig:
 def load_config(path: str | Path) -> GatewayConfig:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_bytes()
     except OSError as e:
         raise ConfigError("", f"cannot read config file {p}: {e.strerror}") from None
+    return parse_config_text(text, str(p))
+
+
+def parse_config_text(text: str | bytes, source: str) -> GatewayConfig:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError("", f"{p} is not valid YAML{where}: {problem}") from None
+        raise ConfigError("", f"{source} is not valid YAML{where}: {problem}") from None
     return parse_config(doc)

@@ -296,7 +296,7 @@ def _provider_cluster(provider: Provider, config: GatewayConfig) -> dict[str, An
     return cluster
 
 
-def _extproc_cluster(socket_path: str) -> dict[str, Any]:
+def extproc_cluster(socket_path: str) -> dict[str, Any]:
     return {
         "name": EXTPROC_CLUSTER,
         "type": "STATIC",
@@ -352,9 +352,25 @@ def _access_log() -> list[dict[str, Any]]:
     ]
 
 
-def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
+ROUTE_CONFIG = "sidegate"
+
+
+def route_config(config: GatewayConfig) -> dict[str, Any]:
     plans = plan_routes(config)
     routes = [_route(p, config) for p in plans.values()] + [_catch_all(config)]
+    return {
+        "name": ROUTE_CONFIG,
+        "virtual_hosts": [{"name": "sidegate", "domains": ["*"], "routes": routes}],
+    }
+
+
+def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The app listener; with ``rds`` (a config source) its routes come from RDS.
+
+    Routes from RDS change under open connections; inline routes would make
+    every route change a new listener, and keep-alive connections would go on
+    using the old routes until they close.
+    """
     hcm: dict[str, Any] = {
         _T: f"{_API}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "sidegate",
@@ -362,10 +378,6 @@ def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
         "stream_idle_timeout": _secs(config.timeouts.stream_idle),
         "request_timeout": "0s",
         "common_http_protocol_options": {"idle_timeout": "3600s"},
-        "route_config": {
-            "name": "sidegate",
-            "virtual_hosts": [{"name": "sidegate", "domains": ["*"], "routes": routes}],
-        },
         "local_reply_config": {
             "mappers": [
                 _error_mapper(ErrorStyle.ANTHROPIC, "/anthropic/"),
@@ -383,38 +395,49 @@ def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
             },
         ],
     }
+    if rds is None:
+        hcm["route_config"] = route_config(config)
+    else:
+        hcm["rds"] = {"route_config_name": ROUTE_CONFIG, "config_source": rds}
     if config.envoy.access_log:
         hcm["access_log"] = _access_log()
     listen = config.listen
     return {
+        "name": "app",
+        "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def provider_clusters(config: GatewayConfig) -> list[dict[str, Any]]:
+    return [_provider_cluster(p, config) for p in config.providers.values()]
+
+
+def _admin(port: int) -> dict[str, Any]:
+    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+
+
+def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
+    """Everything static: what ``sidegate config render`` prints and the tests start."""
+    return {
         "node": {"id": "sidegate", "cluster": "sidegate"},
-        "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen.admin_port}}
-        },
+        "admin": _admin(config.listen.admin_port),
         "static_resources": {
-            "listeners": [
-                {
-                    "name": "app",
-                    "address": {
-                        "socket_address": {"address": listen.address, "port_value": listen.port}
-                    },
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [_extproc_cluster(socket_path)]
-            + [_provider_cluster(p, config) for p in config.providers.values()],
+            "listeners": [app_listener(config)],
+            "clusters": [extproc_cluster(socket_path), *provider_clusters(config)],
         },
     }
 
 
 def render_yaml(config: GatewayConfig, socket_path: str) -> str:
-    return yaml.safe_dump(render_bootstrap(config, socket_path), sort_keys=False, width=120)
+    return _dump(render_bootstrap(config, socket_path))
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, width=120)

@@ -16,13 +16,29 @@ from .state import RequestState, RequestTable
 
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
-        self.config = config
-        self.plans: dict[str, RoutePlan] = plan_routes(config)
-        self.keys = {name: KeyRing(p) for name, p in config.providers.items()}
         self.requests = RequestTable()
         self._ids = itertools.count(1)
         self._listeners: list[Callable[[RequestState], None]] = []
         self._id_prefix = f"sg-{os.getpid():x}-{int(time.time()):x}-"
+        self.keys: dict[str, KeyRing] = {}
+        self.reload(config)
+
+    def reload(self, config: GatewayConfig) -> None:
+        """Serve ``config`` from the next request on.
+
+        Requests in flight keep the plan they were routed with. Key rings of
+        providers whose key sources did not change are kept, so round-robin
+        and cached key files carry over.
+        """
+        old = self.keys
+        self.config = config
+        self.plans: dict[str, RoutePlan] = plan_routes(config)
+        self.keys = {
+            name: ring
+            if (ring := old.get(name)) is not None and ring.sources == p.keys
+            else KeyRing(p)
+            for name, p in config.providers.items()
+        }
         created = int(time.time())
         self.model_cards = {
             name: {"id": name, "object": "model", "created": created, "owned_by": "sidegate"}

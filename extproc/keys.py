@@ -64,6 +64,7 @@ class KeyRing:
 
     def __init__(self, provider: Provider, *, recheck: float = 1.0) -> None:
         self.provider = provider.name
+        self.sources = provider.keys
         self._sources: list[tuple[KeySource, _FileKey | None]] = [
             (s, _FileKey(s.file, recheck) if s.file else None) for s in provider.keys
         ]

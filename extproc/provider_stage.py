@@ -109,7 +109,10 @@ class ProviderStream:
         return resp
 
     def _auth_headers(self, state: RequestState) -> dict[str, str]:
-        key = self.gw.keys[self.provider.name].next().value
+        ring = self.gw.keys.get(self.provider.name)
+        if ring is None:  # removed by a config reload while this request was in flight
+            raise MissingKey(f"provider {self.provider.name!r} is no longer configured")
+        key = ring.next().value
         if self.provider.api is ProviderApi.ANTHROPIC:
             return {
                 "x-api-key": key,

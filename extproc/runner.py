@@ -21,10 +21,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import GatewayConfig
+from .config_watch import ConfigWatcher, digest_of
+from .envoy_admin import EnvoyAdmin
 from .envoy_bootstrap import render_yaml
+from .envoy_files import EnvoyFiles
 from .gateway import Gateway
 from .server import install_event_loop_policy, start_server
 
@@ -82,6 +87,19 @@ def validate_bootstrap(envoy: str, bootstrap: Path) -> None:
         raise RunError("Envoy rejected the generated bootstrap:\n  " + "\n  ".join(detail))
 
 
+def _version_of(config_path: str | None) -> str:
+    path = Path(config_path) if config_path else None
+    return digest_of(path.read_bytes()) if path and path.is_file() else "0"
+
+
+def _admin_url(admin_path: Path) -> str | None:
+    try:
+        address = admin_path.read_text().strip()
+    except OSError:
+        return None
+    return f"http://{address}" if address else None
+
+
 def _is_ready(admin_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{admin_url}/ready", timeout=1) as r:
@@ -109,23 +127,77 @@ async def _wait_ready(proc: asyncio.subprocess.Process, admin_path: Path, deadli
     raise RunError("Envoy did not become ready within 30 s")
 
 
-async def _run(config: GatewayConfig, socket_path: str | None, ready_file: str | None) -> int:
+Adjust = Callable[[GatewayConfig], GatewayConfig]
+
+
+def _watch(
+    gateway: Gateway,
+    files: EnvoyFiles,
+    admin: EnvoyAdmin,
+    config_path: str | None,
+    adjust: Adjust | None,
+) -> asyncio.Task[None] | None:
+    """Reload ``config_path`` on change: Envoy first, the ext_proc once Envoy runs it.
+
+    In that order a new route exists in Envoy before the ext_proc sends
+    requests to it; a config Envoy rejects is rolled back in the files and
+    never reaches the ext_proc.
+    """
+    if not config_path:
+        return None
+
+    async def apply(config: GatewayConfig, version: str) -> str | None:
+        if config.extproc_socket not in (None, files.socket):
+            log.warning("extproc.socket changed in the config: it takes effect on restart")
+        before = await admin.stats()
+        snapshot = files.snapshot()
+        files.write_resources(config, version)
+        problem = await admin.wait_applied(version, before)
+        if problem:
+            files.restore(snapshot)
+            return problem
+        gateway.reload(config)
+        _warn_key_problems(gateway)
+        return None
+
+    path = Path(config_path)
+    current = path.read_bytes() if path.is_file() else None
+    watcher = ConfigWatcher(path, current=current, adjust=adjust or (lambda c: c))
+    return asyncio.ensure_future(watcher.run(apply))
+
+
+def _warn_key_problems(gateway: Gateway) -> None:
+    for problem in (p for ring in gateway.keys.values() for p in ring.check()):
+        log.warning("%s", problem)
+
+
+async def _run(
+    config: GatewayConfig,
+    config_path: str | None,
+    socket_path: str | None,
+    ready_file: str | None,
+    adjust: Adjust | None,
+) -> int:
     envoy = find_envoy()
     workdir = Path(tempfile.mkdtemp(prefix="sidegate-"))
     socket = socket_path or config.extproc_socket or str(workdir / "extproc.sock")
-    bootstrap = workdir / "envoy.yaml"
-    bootstrap.write_text(render_yaml(config, socket))
-    await asyncio.to_thread(validate_bootstrap, envoy, bootstrap)
+    # Validate the whole config as one static bootstrap (validate mode does not
+    # load file-based xDS), then serve it as watched files so it can change.
+    static = workdir / "envoy-static.yaml"
+    static.write_text(render_yaml(config, socket))
+    await asyncio.to_thread(validate_bootstrap, envoy, static)
+    files = EnvoyFiles(workdir / "envoy", socket, admin_port=config.listen.admin_port)
+    files.write(config, _version_of(config_path))
 
     gateway = Gateway(config)
-    for problem in (p for ring in gateway.keys.values() for p in ring.check()):
-        log.warning("%s", problem)
+    _warn_key_problems(gateway)
     server = await start_server(gateway, socket)
     admin_path = workdir / "admin-address"
+    watch = _watch(gateway, files, EnvoyAdmin(lambda: _admin_url(admin_path)), config_path, adjust)
     proc = await asyncio.create_subprocess_exec(
         envoy,
         "-c",
-        str(bootstrap),
+        str(files.bootstrap_path),
         "--disable-hot-restart",
         "--concurrency",
         str(config.envoy.concurrency),
@@ -168,6 +240,8 @@ async def _run(config: GatewayConfig, socket_path: str | None, ready_file: str |
         print(f"sidegate: {e}", file=sys.stderr, flush=True)
         return 1
     finally:
+        if watch is not None:
+            watch.cancel()
         await _stop_envoy(proc)
         await server.stop(grace=5)
         with contextlib.suppress(OSError):
@@ -196,31 +270,65 @@ def _die_with_parent() -> None:
 
 
 def run(
-    config: GatewayConfig, *, socket_path: str | None = None, ready_file: str | None = None
+    config: GatewayConfig,
+    *,
+    config_path: str | None = None,
+    socket_path: str | None = None,
+    ready_file: str | None = None,
+    adjust: Adjust | None = None,
 ) -> int:
     install_event_loop_policy()
     try:
-        return asyncio.run(_run(config, socket_path, ready_file))
+        return asyncio.run(_run(config, config_path, socket_path, ready_file, adjust))
     except RunError as e:
         print(f"sidegate: {e}", file=sys.stderr, flush=True)
         return 1
 
 
-async def _serve(config: GatewayConfig, socket_path: str) -> None:
+@dataclass(frozen=True, slots=True)
+class SidecarOptions:
+    socket: str
+    envoy_dir: str | None = None
+    admin_port: int = 15000
+    ready_port: int | None = 15021
+    # Keep serving this long after SIGTERM while Envoy drains (legacy sidecars
+    # get SIGTERM together with Envoy; native ones only after Envoy stopped).
+    drain_seconds: float = 0.0
+
+
+async def _serve(config: GatewayConfig, config_path: str | None, opts: SidecarOptions) -> None:
     gateway = Gateway(config)
-    for problem in (p for ring in gateway.keys.values() for p in ring.check()):
-        log.warning("%s", problem)
-    server = await start_server(gateway, socket_path)
+    _warn_key_problems(gateway)
+    files = EnvoyFiles(
+        Path(opts.envoy_dir) if opts.envoy_dir else Path(tempfile.mkdtemp(prefix="sidegate-")),
+        opts.socket,
+        admin_port=opts.admin_port,
+        ready_port=opts.ready_port,
+    )
+    server = await start_server(gateway, opts.socket)
+    # Files last: they are what the health check and Envoy wait for.
+    if opts.envoy_dir:
+        files.write(config, _version_of(config_path))
+    admin = EnvoyAdmin(lambda: f"http://127.0.0.1:{opts.admin_port}")
+    watch = _watch(gateway, files, admin, config_path, None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    log.info("ext_proc serving on %s", opts.socket)
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
+    deadline = time.monotonic() + opts.drain_seconds
+    while len(gateway.requests) and time.monotonic() < deadline:  # noqa: ASYNC110 (a count, not an event)
+        await asyncio.sleep(0.1)
     await server.stop(grace=5)
 
 
-def serve_extproc(config: GatewayConfig, socket_path: str) -> int:
+def serve_extproc(
+    config: GatewayConfig, opts: SidecarOptions, *, config_path: str | None = None
+) -> int:
     """Only the ext_proc service, for a sidecar whose Envoy runs in its own container."""
     install_event_loop_policy()
-    asyncio.run(_serve(config, socket_path))
+    asyncio.run(_serve(config, config_path, opts))
     return 0

@@ -1,0 +1,187 @@
+"""Envoy's config as files it watches, so a new gateway config needs no restart.
+
+The bootstrap is static: admin on loopback, the ext_proc cluster, and, in a pod,
+a readiness listener. Clusters, routes and listeners come from ``cds.yaml``,
+``rds.yaml`` and ``lds.yaml`` beside it (file-based xDS). Envoy re-reads them
+when a file is *moved* into the directory, so every write is a rename, in the
+order clusters, routes, listener: nothing names what does not exist yet.
+
+Envoy refuses to start when a watched file is missing: the ext_proc writes all
+three before it reports healthy, and the proxy container starts after that.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import GatewayConfig
+from .envoy_bootstrap import app_listener, extproc_cluster, provider_clusters, route_config
+
+BOOTSTRAP = "envoy.yaml"
+LISTENERS = "lds.yaml"
+ROUTES = "rds.yaml"
+CLUSTERS = "cds.yaml"
+RESOURCES = (CLUSTERS, ROUTES, LISTENERS)
+_LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+_CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+_ROUTES_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+_ADMIN_CLUSTER = "envoy_admin"
+_T = "@type"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyFiles:
+    directory: Path
+    socket: str
+    admin_port: int = 0
+    # A listener on every address that serves only /ready (from the admin
+    # endpoint), so probes never reach the admin API and its /quitquitquit.
+    ready_port: int | None = None
+
+    @property
+    def bootstrap_path(self) -> Path:
+        return self.directory / BOOTSTRAP
+
+    def bootstrap(self) -> dict[str, Any]:
+        static: dict[str, Any] = {"clusters": [extproc_cluster(self.socket)]}
+        if self.ready_port is not None:
+            if not self.admin_port:
+                raise ValueError("a readiness listener needs a fixed admin port")
+            static["listeners"] = [_ready_listener(self.ready_port)]
+            static["clusters"].append(_admin_cluster(self.admin_port))
+        return {
+            # File-based xDS requires node id and cluster.
+            "node": {"id": "sidegate", "cluster": "sidegate"},
+            "admin": {
+                "address": {
+                    "socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}
+                }
+            },
+            "static_resources": static,
+            "dynamic_resources": {
+                "lds_config": self._source(LISTENERS),
+                "cds_config": self._source(CLUSTERS),
+            },
+        }
+
+    def _source(self, name: str) -> dict[str, Any]:
+        return {
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": str(self.directory / name),
+                "watched_directory": {"path": str(self.directory)},
+            },
+        }
+
+    def write(self, config: GatewayConfig, version: str = "0") -> None:
+        """Write the bootstrap and this config's listeners and clusters."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.write_resources(config, version)
+        _replace(self.bootstrap_path, _dump(self.bootstrap()))
+
+    def write_resources(self, config: GatewayConfig, version: str = "0") -> None:
+        # Envoy reports version_info back as lds/cds.version_text: how a
+        # reload learns that Envoy took it.
+        clusters = [{_T: _CLUSTER_TYPE, **c} for c in provider_clusters(config)]
+        self._put(CLUSTERS, _dump({"version_info": version, "resources": clusters}))
+        routes = {_T: _ROUTES_TYPE, **route_config(config)}
+        self._put(ROUTES, _dump({"version_info": version, "resources": [routes]}))
+        listener = {_T: _LISTENER_TYPE, **app_listener(config, rds=self._source(ROUTES))}
+        self._put(LISTENERS, _dump({"version_info": version, "resources": [listener]}))
+
+    def snapshot(self) -> dict[str, str]:
+        return {n: (self.directory / n).read_text() for n in RESOURCES}
+
+    def restore(self, snapshot: dict[str, str]) -> None:
+        for name in RESOURCES:
+            self._put(name, snapshot[name])
+
+    def _put(self, name: str, text: str) -> None:
+        _replace(self.directory / name, text)
+
+    def ready(self) -> bool:
+        return all((self.directory / n).is_file() for n in (BOOTSTRAP, *RESOURCES))
+
+
+def _ready_listener(port: int) -> dict[str, Any]:
+    api = "type.googleapis.com/envoy"
+    hcm = {
+        _T: f"{api}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ready",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "ready",
+                    "domains": ["*"],
+                    "routes": [
+                        {"match": {"path": "/ready"}, "route": {"cluster": _ADMIN_CLUSTER}},
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+                    ],
+                }
+            ]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {_T: f"{api}.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return {
+        "name": "ready",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def _admin_cluster(port: int) -> dict[str, Any]:
+    return {
+        "name": _ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "0.25s",
+        "load_assignment": {
+            "cluster_name": _ADMIN_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": "127.0.0.1", "port_value": port}
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write by rename: readers never see half a file, and Envoy sees a move."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,42 @@
+"""``sidegate health``: is this pod's ext_proc serving? (a sidecar's startup probe)
+
+Kubelet gRPC probes need a TCP port and the ext_proc listens on a Unix socket,
+so the probe is an exec of this check: an HTTP/2 connection to the socket that
+the gRPC server accepts, and, when Envoy's files are expected, all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+
+from .envoy_files import BOOTSTRAP, RESOURCES
+
+
+def problem(socket: str, envoy_dir: str | None, timeout: float) -> str | None:
+    """None when healthy, else what is wrong."""
+    if envoy_dir:
+        names = (BOOTSTRAP, *RESOURCES)
+        missing = [n for n in names if not (Path(envoy_dir) / n).is_file()]
+        if missing:
+            return f"Envoy config not written yet in {envoy_dir}: {', '.join(missing)}"
+    if not Path(socket).exists():
+        return f"no ext_proc socket at {socket}"
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return f"ext_proc at {socket} did not accept a gRPC connection within {timeout:g} s"
+    return None
+
+
+def wait(socket: str, envoy_dir: str | None, timeout: float, wait_seconds: float) -> str | None:
+    """Poll until healthy or ``wait_seconds`` pass (legacy sidecars' blocking postStart)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        found = problem(socket, envoy_dir, timeout)
+        if found is None or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import ConfigError, GatewayConfig, load_config
 from .gateway import Gateway
@@ -85,6 +86,60 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inject(args: argparse.Namespace) -> int:
+    from .inject.annotations import AnnotationError
+    from .inject.offline import dump_documents, inject_documents
+    from .inject.settings import SettingsError, load_settings
+
+    if args.inject_command == "serve":
+        return _cmd_inject_serve(args)
+    if not args.filename:
+        print(
+            "sidegate inject: give -f FILE (or - for stdin), or use 'inject serve'", file=sys.stderr
+        )
+        return 2
+    try:
+        settings = load_settings(args.settings)
+        text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
+        docs, notes = inject_documents(text, settings, args.namespace)
+    except (SettingsError, AnnotationError, OSError) as e:
+        print(f"sidegate inject: {e}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"sidegate inject: {note}", file=sys.stderr)
+    sys.stdout.write(dump_documents(docs))
+    return 0
+
+
+def _cmd_inject_serve(args: argparse.Namespace) -> int:
+    from .inject.webhook import serve
+
+    server = serve(args.host, args.port, args.cert, args.key, args.settings)
+    logging.getLogger("sidegate.inject").info(
+        "injector webhook on https://%s:%d/inject", args.host, server.server_address[1]
+    )
+    import signal
+    import threading
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from .inject.capture import CaptureError, install
+
+    try:
+        ports = tuple(int(p) for p in args.ports.split(",") if p.strip())
+        for line in install(args.proxy_uid, args.to_port, ports):
+            print(f"sidegate capture: {line}")
+    except (CaptureError, ValueError) as e:
+        print(f"sidegate capture: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_fake(args: argparse.Namespace) -> int:
     from .fake_provider import serve_forever
 
@@ -149,6 +204,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket", help="ext_proc socket path to render (default /run/sidegate/extproc.sock)"
     )
     p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("inject", help="inject the sidecar into manifests, or serve the webhook")
+    p.add_argument("-f", "--filename", help="Pod or workload YAML to inject ('-': stdin)")
+    p.add_argument("-n", "--namespace", default="default", help="namespace for objects without one")
+    p.add_argument("--settings", help="injector settings YAML (the chart's injector ConfigMap)")
+    p.set_defaults(func=_cmd_inject, inject_command=None)
+    inject_sub = p.add_subparsers(dest="inject_command")
+    serve_p = inject_sub.add_parser("serve", help="the HTTPS admission webhook")
+    serve_p.add_argument("--host", default="0.0.0.0")
+    serve_p.add_argument("--port", type=int, default=8443)
+    serve_p.add_argument("--cert", default="/etc/sidegate/webhook-tls/tls.crt")
+    serve_p.add_argument("--key", default="/etc/sidegate/webhook-tls/tls.key")
+    serve_p.add_argument("--settings", help="injector settings YAML, re-read on change")
+
+    p = sub.add_parser("capture", help="transparent capture (the capture init container)")
+    cap = p.add_subparsers(dest="capture_command", required=True)
+    p = cap.add_parser("install", help="install the iptables REDIRECT rules")
+    p.add_argument("--proxy-uid", type=int, default=1337)
+    p.add_argument("--to-port", type=int, default=14000)
+    p.add_argument("--ports", default="80", help="comma list of TCP ports to capture")
+    p.set_defaults(func=_cmd_capture)
 
     p = sub.add_parser("fake-provider", help="a local provider that speaks the real wire format")
     p.add_argument("--api", choices=["openai", "anthropic"], required=True)

@@ -1,0 +1,76 @@
+"""AdmissionReview v1 in, AdmissionReview v1 out.
+
+A review that cannot be read has no uid to answer to: that is an HTTP 400 and
+the API server applies the webhook's failurePolicy. A readable review about a
+pod we refuse (bad annotations) is answered ``allowed: false`` with a message
+the user sees in the ReplicaSet's events.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+from .annotations import AnnotationError
+from .pod import describe, inject
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BadReview(ValueError):
+    """Not an AdmissionReview we can answer; the message says what is wrong."""
+
+
+def parse_review(body: bytes) -> dict[str, Any]:
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadReview(f"the body is not JSON: {e}") from None
+    if not isinstance(review, dict):
+        raise BadReview("expected an AdmissionReview object")
+    if review.get("kind") != "AdmissionReview" or review.get("apiVersion") not in (
+        "admission.k8s.io/v1",
+        "admission.k8s.io/v1beta1",
+    ):
+        raise BadReview("expected kind AdmissionReview, apiVersion admission.k8s.io/v1")
+    request = review.get("request")
+    if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
+        raise BadReview("the AdmissionReview has no request.uid")
+    return review
+
+
+def answer(review: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    request = review["request"]
+    response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
+    out = {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response}
+    kind = (request.get("kind") or {}).get("kind")
+    pod = request.get("object")
+    if kind != "Pod" or request.get("operation") != "CREATE" or not isinstance(pod, dict):
+        response["warnings"] = ["sidegate: only Pod CREATE is injected; let through unchanged"]
+        return out
+    namespace = request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or ""
+    who = describe(pod, namespace)
+    try:
+        result = inject(pod, namespace, settings)
+    except AnnotationError as e:
+        log.info("refused %s: %s", who, e)
+        response["allowed"] = False
+        response["status"] = {
+            "code": 400,
+            "reason": "BadRequest",
+            "message": f"sidegate: cannot inject pod {who}: {e}",
+        }
+        return out
+    if result.skipped:
+        log.info("skipped %s: %s", who, result.skipped)
+        return out
+    log.info("injected %s (%d patch operations)", who, len(result.patch))
+    if result.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(result.patch).encode()).decode()
+    if result.warnings:
+        response["warnings"] = [f"sidegate: {w}" for w in result.warnings]
+    return out

@@ -1,0 +1,304 @@
+"""Golden injection tests on pods as the API server admits them.
+
+Each fixture is injected; the patch is applied with jsonpatch and with real
+``kubectl patch --local`` (they must agree, and give the desired pod); the
+result validates against the Kubernetes schemas (native sidecars from 1.29,
+legacy ones down to 1.25) and the semantic checks schemas miss; sending the
+result back gives an empty patch. Set SIDEGATE_UPDATE_GOLDEN=1 to rewrite the
+golden files after an intended change, and review the diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import pytest
+import yaml
+
+from extproc.inject.annotations import AnnotationError
+from extproc.inject.pod import inject
+from extproc.inject.settings import Settings, SettingsError, parse_settings
+from tests.k8s import kubectl_patch, psa_restricted_problems, semantic_problems, validate
+
+HERE = Path(__file__).parent
+FIXTURES = HERE / "fixtures" / "pods"
+GOLDEN = HERE / "golden" / "inject"
+SETTINGS = Settings()
+INJECTED = ["deployment-pod", "job-pod", "own-init-containers", "user-base-url", "legacy-capture"]
+
+
+def _load(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((FIXTURES / f"{name}.yaml").read_text())
+    return doc
+
+
+def _ns(pod: dict[str, Any]) -> str:
+    return str(pod["metadata"].get("namespace", "default"))
+
+
+def _containers(pod: dict[str, Any], key: str) -> list[str]:
+    return [c["name"] for c in pod["spec"].get(key) or []]
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
+
+
+@pytest.mark.parametrize("name", INJECTED)
+def test_injection_golden(name: str) -> None:
+    pod = _load(name)
+    result = inject(pod, _ns(pod), SETTINGS)
+    assert result.skipped is None and result.patch
+
+    admitted = copy.deepcopy(pod)
+    admitted["metadata"].pop("managedFields", None)
+    by_jsonpatch = jsonpatch.apply_patch(admitted, result.patch)
+    assert by_jsonpatch == result.pod
+    assert kubectl_patch(admitted, result.patch) == result.pod
+
+    legacy = (
+        json.loads(result.pod["metadata"]["annotations"]["sidegate.io/status"])["mode"] == "legacy"
+    )
+    for version in ("1.25", "1.28", "1.37") if legacy else ("1.29", "1.37"):
+        validate(result.pod, version)
+    assert semantic_problems(result.pod) == []
+    # The user's own containers are theirs to secure; the capture init is root by design.
+    exempt = (
+        "sidegate-capture",
+        *_containers(pod, "containers"),
+        *_containers(pod, "initContainers"),
+    )
+    assert psa_restricted_problems(result.pod, exempt=exempt) == []
+
+    again = inject(result.pod, _ns(pod), SETTINGS)
+    assert again.patch == [], "re-injection must be a no-op"
+
+    golden = GOLDEN / f"{name}.yaml"
+    rendered = yaml.safe_dump(result.pod, sort_keys=False, width=120)
+    if os.environ.get("SIDEGATE_UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert golden.read_text() == rendered, f"{golden} is stale (SIDEGATE_UPDATE_GOLDEN=1)"
+
+
+def test_native_order_and_startup_gating() -> None:
+    pod = _load("own-init-containers")
+    out = inject(pod, "apps", SETTINGS).pod
+    assert _containers(out, "initContainers") == [
+        "sidegate-extproc",
+        "sidegate-proxy",
+        "warm-cache",
+    ]
+    extproc, proxy = out["spec"]["initContainers"][:2]
+    assert extproc["restartPolicy"] == proxy["restartPolicy"] == "Always"
+    assert extproc["startupProbe"]["exec"]["command"][:2] == ["sidegate", "health"]
+    assert proxy["startupProbe"]["httpGet"] == {"path": "/ready", "port": 15021, "scheme": "HTTP"}
+    # Keys only in the ext_proc container; Envoy and the apps never mount them.
+    mounts = {
+        c["name"]: {m["name"] for m in c.get("volumeMounts") or []}
+        for c in out["spec"]["initContainers"] + out["spec"]["containers"]
+    }
+    assert [n for n, m in mounts.items() if "sidegate-keys" in m] == ["sidegate-extproc"]
+    keys = next(v for v in out["spec"]["volumes"] if v["name"] == "sidegate-keys")
+    assert keys["secret"]["secretName"] == "sidegate-provider-keys"
+    assert "subPath" not in json.dumps(out)
+    # Only the selected container gets the env; the proxy limit came from the annotation.
+    indexer, metrics = out["spec"]["containers"]
+    assert _env(indexer)["OPENAI_BASE_URL"] == "http://127.0.0.1:14000/v1"
+    assert "ANTHROPIC_BASE_URL" not in _env(indexer)
+    assert "env" not in metrics
+    assert proxy["resources"]["limits"]["memory"] == "512Mi"
+
+
+def test_user_values_are_never_overridden() -> None:
+    pod = _load("user-base-url")
+    app = inject(pod, "apps", SETTINGS).pod["spec"]["containers"][0]
+    env = _env(app)
+    assert env["OPENAI_BASE_URL"] == "http://my-proxy.internal/v1"
+    assert env["ANTHROPIC_API_KEY"] == {"secretKeyRef": {"name": "anthropic", "key": "api-key"}}
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:14000/anthropic"
+    assert env["OPENAI_API_KEY"] == "sidegate-injects-the-key"
+
+
+def test_legacy_mode_layout() -> None:
+    pod = _load("legacy-capture")
+    result = inject(pod, "apps", SETTINGS)
+    out = result.pod
+    assert _containers(out, "initContainers") == ["migrate", "sidegate-capture"]
+    assert _containers(out, "containers") == ["sidegate-extproc", "sidegate-proxy", "app"]
+    extproc, proxy, _ = out["spec"]["containers"]
+    assert "restartPolicy" not in extproc
+    assert extproc["lifecycle"]["postStart"]["exec"]["command"][-2:] == ["--wait", "120"]
+    assert extproc["args"][-2:] == ["--drain-seconds", "20"]
+    assert "drain_listeners" in proxy["lifecycle"]["preStop"]["exec"]["command"][-1]
+    capture = out["spec"]["initContainers"][1]
+    assert capture["args"] == [
+        "capture", "install", "--proxy-uid", "1337", "--to-port", "14000", "--ports", "80,8080",
+    ]  # fmt: skip
+    assert capture["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
+    # 45 s grace covers the 20 s drain: no warning.
+    assert result.warnings == []
+
+
+def test_legacy_rejects_restart_policy_on_old_schemas() -> None:
+    """The native layout is refused by a 1.27 schema: proof that legacy output is needed there."""
+    out = inject(_load("deployment-pod"), "apps", SETTINGS).pod
+    with pytest.raises(Exception, match="restartPolicy"):
+        validate(out, "1.27")
+
+
+@pytest.mark.parametrize(
+    ("name", "namespace", "mutate", "reason"),
+    [
+        ("host-network", "apps", None, "hostNetwork"),
+        ("deployment-pod", "kube-system", None, "namespace kube-system is excluded"),
+        (
+            "deployment-pod",
+            "apps",
+            lambda p: p["metadata"]["labels"].update({"sidegate.io/inject": "false"}),
+            "sidegate.io/inject=false",
+        ),
+        ("deployment-pod", "apps", lambda p: p.update({"status": {"phase": "Running"}}), "Running"),
+        (
+            "job-pod",
+            "batch",
+            lambda p: p["metadata"]["annotations"].update({"sidegate.io/native-sidecar": "false"}),
+            "would never complete",
+        ),
+    ],
+)
+def test_skips(name: str, namespace: str, mutate: Any, reason: str) -> None:
+    pod = _load(name)
+    if mutate:
+        mutate(pod)
+    result = inject(pod, namespace, SETTINGS)
+    assert result.skipped and reason in result.skipped
+    assert result.patch == []
+
+
+@pytest.mark.parametrize(
+    ("annotations", "message"),
+    [
+        (
+            {"sidegate.io/provider": "openai"},
+            "unknown sidegate annotation (did you mean sidegate.io/providers?)",
+        ),
+        ({"sidegate.io/providers": "openai,cohere"}, "unknown provider(s) 'cohere'"),
+        ({"sidegate.io/capture": "ebpf"}, "'ebpf' is not one of env, iptables, none"),
+        ({"sidegate.io/capture-ports": "80,http"}, "is not a comma list of TCP ports"),
+        ({"sidegate.io/native-sidecar": "yes"}, 'expected "true" or "false"'),
+        ({"sidegate.io/proxy-memory": "lots"}, "'lots' is not a Kubernetes quantity"),
+        ({"sidegate.io/drain-seconds": "-1"}, "expected whole seconds"),
+        ({"sidegate.io/config": "Bad_Name"}, "'Bad_Name' is not a valid object name"),
+        (
+            {"sidegate.io/inject-containers": "api"},
+            "no container named 'api' in this pod (containers: app)",
+        ),
+    ],
+)
+def test_bad_annotations_are_refused_with_the_reason(
+    annotations: dict[str, str], message: str
+) -> None:
+    pod = _load("deployment-pod")
+    pod["metadata"]["annotations"].update(annotations)
+    with pytest.raises(AnnotationError) as e:
+        inject(pod, "apps", SETTINGS)
+    assert message in str(e.value)
+    assert str(e.value).startswith("annotation sidegate.io/") or "container" in str(e.value)
+
+
+def test_all_annotation_problems_reported_at_once() -> None:
+    pod = _load("deployment-pod")
+    pod["metadata"]["annotations"].update(
+        {"sidegate.io/capture": "x", "sidegate.io/native-sidecar": "maybe"}
+    )
+    with pytest.raises(AnnotationError) as e:
+        inject(pod, "apps", SETTINGS)
+    assert len(e.value.problems) == 2
+
+
+def test_a_user_container_with_our_name_is_refused() -> None:
+    pod = _load("deployment-pod")
+    pod["spec"]["containers"].append({"name": "sidegate-proxy", "image": "nginx"})
+    with pytest.raises(AnnotationError, match="'sidegate-proxy' is reserved"):
+        inject(pod, "apps", SETTINGS)
+
+
+def test_settings_change_the_output_and_are_checked() -> None:
+    settings = parse_settings(
+        {"listenPort": 15500, "providers": ["gemini"], "nativeSidecars": False, "secretName": "k"}
+    )
+    out = inject(_load("deployment-pod"), "apps", settings).pod
+    env = _env(out["spec"]["containers"][-1])
+    assert env["GOOGLE_GEMINI_BASE_URL"] == "http://127.0.0.1:15500/gemini"
+    assert "OPENAI_BASE_URL" not in env
+    with pytest.raises(SettingsError, match="unknown injector setting"):
+        parse_settings({"listenport": 1})
+    with pytest.raises(SettingsError, match=r"proxyResources\.limits\.memory"):
+        parse_settings({"proxyResources": {"limits": {"memory": "much"}}})
+
+
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "extproc.cli", "inject", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_offline_inject_of_workloads(tmp_path: Path) -> None:
+    manifests = HERE.parent / "manifests" / "demo" / "app.yaml"
+    text = manifests.read_text() if manifests.exists() else ""
+    text += """
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly, namespace: batch}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: job, image: registry.example.com/job:1}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: untouched}
+spec: {ports: [{port: 80}]}
+"""
+    r = _cli("-f", "-", stdin=text)
+    assert r.returncode == 0, r.stderr
+    docs = list(yaml.safe_load_all(r.stdout))
+    cron = next(d for d in docs if d["kind"] == "CronJob")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]
+    assert _containers(pod, "initContainers") == ["sidegate-extproc", "sidegate-proxy"]
+    assert "ownerReferences" not in pod.get("metadata", {})
+    assert next(d for d in docs if d["kind"] == "Service") == yaml.safe_load(text.split("---")[-1])
+    for d in docs:
+        validate(d, "1.37")
+    # Idempotent offline too.
+    again = _cli("-f", "-", stdin=r.stdout)
+    assert again.stdout == r.stdout
+
+
+def test_offline_inject_reports_bad_annotations() -> None:
+    r = _cli("-f", str(FIXTURES / "deployment-pod.yaml"), "--settings", os.devnull)
+    assert r.returncode == 0
+    bad = (
+        (FIXTURES / "deployment-pod.yaml")
+        .read_text()
+        .replace("annotations: {", 'annotations: {sidegate.io/capture: "tproxy", ')
+    )
+    r = _cli("-f", "-", stdin=bad)
+    assert r.returncode == 1
+    assert "annotation sidegate.io/capture: 'tproxy' is not one of env, iptables, none" in r.stderr

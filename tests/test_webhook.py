@@ -1,0 +1,276 @@
+"""The injector webhook over real HTTPS, called the way the API server calls it."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import pytest
+import yaml
+
+from extproc.inject.webhook import WebhookServer, serve
+from tests.certs import Pair, issue
+from tests.harness import free_port
+
+SERVICE = "sidegate-webhook.sidegate-system.svc"
+FIXTURES = Path(__file__).parent / "fixtures" / "pods"
+
+
+def _secret_volume(directory: Path, pair: Pair, version: int) -> None:
+    """Lay out tls.crt/tls.key the way the kubelet mounts a Secret (``..data`` swaps)."""
+    target = directory / f"..2026_11_24_{version:02d}"
+    target.mkdir()
+    (target / "tls.crt").write_text(pair.cert_pem)
+    (target / "tls.key").write_text(pair.key_pem)
+    tmp = directory / "..data_tmp"
+    tmp.symlink_to(target.name)
+    os.replace(tmp, directory / "..data")
+    for name in ("tls.crt", "tls.key"):
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+
+
+@pytest.fixture
+def webhook(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    pair = issue([SERVICE, "sidegate-webhook.sidegate-system.svc.cluster.local"])
+    certs = tmp_path / "tls"
+    certs.mkdir()
+    _secret_volume(certs, pair, 1)
+    server: WebhookServer = serve(
+        "127.0.0.1", 0, str(certs / "tls.crt"), str(certs / "tls.key"), None
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"port": server.server_address[1], "ca": pair.ca_pem, "certs": certs}
+    server.shutdown()
+    server.server_close()
+
+
+def _call(
+    port: int,
+    ca: str,
+    method: str = "POST",
+    path: str = "/inject?timeout=10s",
+    body: bytes | None = None,
+    ctype: str = "application/json",
+    hostname: str = SERVICE,
+) -> tuple[int, Any]:
+    ctx = ssl.create_default_context(cadata=ca)
+    conn = http.client.HTTPConnection(hostname, port, timeout=10)
+    conn.sock = ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", port)), server_hostname=hostname
+    )
+    headers = {"Content-Type": ctype} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, json.loads(data) if data else None
+
+
+def _review(
+    pod: dict[str, Any], uid: str = "705ab4f5-6393-11e8-b7cc-42010a800002"
+) -> dict[str, Any]:
+    ns = pod["metadata"].get("namespace", "default")
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": pod["metadata"].get("name", ""),
+            "namespace": ns,
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:replicaset-controller",
+                "groups": ["system:serviceaccounts"],
+            },
+            "object": pod,
+            "oldObject": None,
+            "dryRun": False,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }
+
+
+def _pod(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((FIXTURES / f"{name}.yaml").read_text())
+    return doc
+
+
+def test_inject_over_https(webhook: dict[str, Any]) -> None:
+    pod = _pod("deployment-pod")
+    status, out = _call(webhook["port"], webhook["ca"], body=json.dumps(_review(pod)).encode())
+    assert status == 200
+    assert out["apiVersion"] == "admission.k8s.io/v1" and out["kind"] == "AdmissionReview"
+    response = out["response"]
+    assert response["uid"] == "705ab4f5-6393-11e8-b7cc-42010a800002"
+    assert response["allowed"] is True and response["patchType"] == "JSONPatch"
+    patch = json.loads(base64.b64decode(response["patch"]))
+    admitted = copy.deepcopy(pod)
+    admitted["metadata"].pop("managedFields")
+    injected = jsonpatch.apply_patch(admitted, patch)
+    assert [c["name"] for c in injected["spec"]["initContainers"]] == [
+        "sidegate-extproc",
+        "sidegate-proxy",
+    ]
+    assert not any(op["path"].startswith("/metadata/managedFields") for op in patch)
+
+    # Reinvocation with our own output: allowed, nothing to patch.
+    status, out = _call(webhook["port"], webhook["ca"], body=json.dumps(_review(injected)).encode())
+    assert status == 200 and out["response"]["allowed"] and "patch" not in out["response"]
+
+
+def test_refusals_and_pass_throughs(webhook: dict[str, Any]) -> None:
+    port, ca = webhook["port"], webhook["ca"]
+    pod = _pod("deployment-pod")
+    pod["metadata"]["annotations"]["sidegate.io/capture"] = "tproxy"
+    status, out = _call(port, ca, body=json.dumps(_review(pod)).encode())
+    assert status == 200 and out["response"]["allowed"] is False
+    message = out["response"]["status"]["message"]
+    assert out["response"]["status"]["code"] == 400
+    assert message.startswith("sidegate: cannot inject pod apps/chat-7c9f8d6b5-*:")
+    assert "annotation sidegate.io/capture: 'tproxy' is not one of env, iptables, none" in message
+
+    host = _review(_pod("host-network"))
+    status, out = _call(port, ca, body=json.dumps(host).encode())
+    assert status == 200 and out["response"] == {"uid": host["request"]["uid"], "allowed": True}
+
+    update = _review(_pod("deployment-pod"))
+    update["request"]["operation"] = "UPDATE"
+    status, out = _call(port, ca, body=json.dumps(update).encode())
+    assert status == 200 and out["response"]["allowed"] and "patch" not in out["response"]
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "message"),
+    [
+        (b"{not json", "application/json", 400, "the body is not JSON"),
+        (b"[]", "application/json", 400, "expected an AdmissionReview object"),
+        (
+            b'{"apiVersion": "v1", "kind": "Pod"}',
+            "application/json",
+            400,
+            "expected kind AdmissionReview",
+        ),
+        (
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}',
+            "application/json",
+            400,
+            "no request.uid",
+        ),
+        (b"{}", "text/plain", 415, "expected Content-Type application/json, got text/plain"),
+    ],
+)
+def test_malformed_requests(
+    webhook: dict[str, Any], body: bytes, ctype: str, status: int, message: str
+) -> None:
+    got, out = _call(webhook["port"], webhook["ca"], body=body, ctype=ctype)
+    assert got == status and message in out["error"]
+
+
+def test_health_and_unknown_paths(webhook: dict[str, Any]) -> None:
+    assert _call(webhook["port"], webhook["ca"], "GET", "/healthz")[0] == 200
+    assert _call(webhook["port"], webhook["ca"], "POST", "/mutate", b"{}")[0] == 404
+
+
+def test_the_certificate_names_the_service(webhook: dict[str, Any]) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _call(
+            webhook["port"],
+            webhook["ca"],
+            "GET",
+            "/healthz",
+            hostname="sidegate-webhook.default.svc",
+        )
+
+
+def test_concurrent_reviews(webhook: dict[str, Any]) -> None:
+    pods = [_pod("deployment-pod"), _pod("job-pod"), _pod("own-init-containers")]
+
+    def one(i: int) -> str:
+        review = _review(pods[i % 3], uid=f"uid-{i}")
+        status, out = _call(webhook["port"], webhook["ca"], body=json.dumps(review).encode())
+        assert status == 200 and out["response"]["allowed"]
+        return str(out["response"]["uid"])
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        uids = list(pool.map(one, range(64)))
+    assert uids == [f"uid-{i}" for i in range(64)]
+
+
+def test_a_slow_client_does_not_block_others(webhook: dict[str, Any]) -> None:
+    idle = socket.create_connection(("127.0.0.1", webhook["port"]))  # never says a word
+    try:
+        status, _ = _call(webhook["port"], webhook["ca"], "GET", "/healthz")
+        assert status == 200
+    finally:
+        idle.close()
+
+
+def test_rotated_certificate_is_served_without_restart(webhook: dict[str, Any]) -> None:
+    new = issue([SERVICE], ca_name="rotated-ca")
+    _secret_volume(webhook["certs"], new, 2)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert _call(webhook["port"], new.ca_pem, "GET", "/healthz")[0] == 200
+            break
+        except ssl.SSLError:
+            assert time.monotonic() < deadline, "the new certificate was never served"
+            time.sleep(0.2)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _call(webhook["port"], webhook["ca"], "GET", "/healthz")
+
+
+def test_inject_serve_command(tmp_path: Path) -> None:
+    pair = issue([SERVICE])
+    (tmp_path / "tls.crt").write_text(pair.cert_pem)
+    (tmp_path / "tls.key").write_text(pair.key_pem)
+    (tmp_path / "settings.yaml").write_text("providers: [openai]\nlistenPort: 14001\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "extproc.cli", "inject", "serve", "--host", "127.0.0.1",
+            "--port", str(port), "--cert", str(tmp_path / "tls.crt"),
+            "--key", str(tmp_path / "tls.key"), "--settings", str(tmp_path / "settings.yaml"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                review = _review(_pod("deployment-pod"))
+                status, out = _call(port, pair.ca_pem, body=json.dumps(review).encode())
+                assert status == 200
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        patch = json.loads(base64.b64decode(out["response"]["patch"]))
+        env = [op for op in patch if "OPENAI_BASE_URL" in json.dumps(op)]
+        assert "http://127.0.0.1:14001/v1" in json.dumps(env)
+        assert "ANTHROPIC_BASE_URL" not in json.dumps(patch)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err

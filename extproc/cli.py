@@ -93,6 +93,15 @@ def _cmd_inject(args: argparse.Namespace) -> int:
 
     if args.inject_command == "serve":
         return _cmd_inject_serve(args)
+    if args.inject_command == "probe":
+        from .inject.probe import probe
+
+        try:
+            print(probe(args.url, args.ca_file))
+        except RuntimeError as e:
+            print(f"sidegate inject probe: {e}", file=sys.stderr)
+            return 1
+        return 0
     if not args.filename:
         print(
             "sidegate inject: give -f FILE (or - for stdin), or use 'inject serve'", file=sys.stderr
@@ -217,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--cert", default="/etc/sidegate/webhook-tls/tls.crt")
     serve_p.add_argument("--key", default="/etc/sidegate/webhook-tls/tls.key")
     serve_p.add_argument("--settings", help="injector settings YAML, re-read on change")
+    probe_p = inject_sub.add_parser("probe", help="check a running webhook end to end")
+    probe_p.add_argument("--url", required=True, help="https://<service>.<ns>.svc:443/inject")
+    probe_p.add_argument("--ca-file", required=True, help="the CA the API server trusts")
 
     p = sub.add_parser("capture", help="transparent capture (the capture init container)")
     cap = p.add_subparsers(dest="capture_command", required=True)

@@ -1,0 +1,297 @@
+"""The Helm chart, rendered and linted by the real Helm SDK, checked without a cluster.
+
+For every ``ci/*-values.yaml``: the schema accepts it, strict lint passes at the
+oldest supported and the newest Kubernetes, every rendered object validates
+against that version's schemas, and the invariants hold (labels and selectors,
+webhook exclusions, TLS that really verifies, config the sidecar can load).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from extproc.config import parse_config_text
+from extproc.inject.settings import parse_settings
+from extproc.inject.webhook import serve
+from tests.k8s import psa_restricted_problems, validate
+from tests.test_webhook import _call
+
+CHART = Path(__file__).parent.parent / "charts" / "sidegate"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+NAMESPACE = "sidegate-system"
+KUBE_VERSIONS = ("1.29", "1.37")
+CRD_KINDS = {"Certificate", "Issuer", "ClusterIssuer"}
+
+
+def _values(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm.Chart.load(str(CHART)) as chart:
+        files = chart.render(values, name="sidegate", namespace=NAMESPACE, is_install=True)
+    docs = []
+    for path, text in files.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = _by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module", params=CI_VALUES, ids=lambda p: p.name)
+def rendered(request: pytest.FixtureRequest) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    values = _values(request.param)
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values)
+    return values, render(values)
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
+@pytest.mark.parametrize("kube", ["v1.29.0", "v1.37.0"])
+def test_strict_lint(values_file: Path, kube: str) -> None:
+    report = helm.lint(
+        str(CHART), _values(values_file), strict=True, kube_version=kube, namespace=NAMESPACE
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not report["errors"] and not problems, report
+
+
+def test_objects_validate(rendered: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            assert doc["apiVersion"] == "cert-manager.io/v1"
+            continue
+        for version in KUBE_VERSIONS:
+            validate(doc, version)
+
+
+def test_labels_and_selectors(rendered: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        for key in (
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ):
+            assert key in labels, f"{doc['kind']} {doc['metadata']['name']} lacks {key}"
+    deployment = _one(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert "app.kubernetes.io/version" not in selector  # selectors must survive upgrades
+    assert _one(docs, "Service")["spec"]["selector"].items() <= pod_labels.items()
+    for pdb in _by_kind(docs, "PodDisruptionBudget"):
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_webhook_configuration(rendered: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    values, docs = rendered
+    mwc = _one(docs, "MutatingWebhookConfiguration")
+    (hook,) = mwc["webhooks"]
+    assert hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["timeoutSeconds"] <= 10
+    assert hook["failurePolicy"] == values.get("webhook", {}).get("failurePolicy", "Fail")
+    assert hook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    excluded = next(
+        e
+        for e in hook["namespaceSelector"]["matchExpressions"]
+        if e["key"] == "kubernetes.io/metadata.name"
+    )
+    assert excluded["operator"] == "NotIn"
+    assert {NAMESPACE, "kube-system"} <= set(excluded["values"])
+    conditions = {c["name"]: c["expression"] for c in hook["matchConditions"]}
+    assert "hostNetwork" in conditions["not-host-network"]
+    assert "system:nodes" in conditions["not-static-or-mirror-pod"]
+    ref = hook["clientConfig"]["service"]
+    service = _one(docs, "Service")
+    assert (ref["name"], ref["namespace"]) == (
+        service["metadata"]["name"],
+        service["metadata"]["namespace"],
+    )
+    assert ref["port"] in [p["port"] for p in service["spec"]["ports"]]
+    assert ref["path"] == "/inject"
+    container_ports = {
+        p["name"]
+        for p in _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert service["spec"]["ports"][0]["targetPort"] in container_ports
+    mode = values.get("webhook", {}).get("tls", {}).get("mode", "helm")
+    if mode == "certManager":
+        assert "caBundle" not in hook["clientConfig"]
+        assert (
+            mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+            == f"{NAMESPACE}/sidegate-webhook"
+        )
+        cert = next(
+            c for c in _by_kind(docs, "Certificate") if c["metadata"]["name"] == "sidegate-webhook"
+        )
+        assert f"sidegate-webhook.{NAMESPACE}.svc" in cert["spec"]["dnsNames"]
+    else:
+        assert base64.b64decode(hook["clientConfig"]["caBundle"]).startswith(
+            b"-----BEGIN CERTIFICATE-----"
+        )
+
+
+def test_least_privilege(rendered: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    assert not [
+        d for d in docs if d["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+    ]
+    assert _one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
+    pod = _one(docs, "Deployment")["spec"]["template"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert psa_restricted_problems(pod) == []
+    test_pod = next(
+        d for d in _by_kind(docs, "Pod") if d["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    )
+    assert psa_restricted_problems(test_pod) == []
+
+
+def test_configs_load_in_sidegate(rendered: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    values, docs = rendered
+    configmaps = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in _by_kind(docs, "ConfigMap")
+    }
+    namespaces = [NAMESPACE, *values.get("gateway", {}).get("namespaces", [])]
+    for ns in namespaces:
+        text = configmaps[(ns, "sidegate-config")]["data"]["sidegate.yaml"]
+        config = parse_config_text(text, f"{ns}/sidegate-config")
+        assert (config.listen.address, config.listen.port) == ("127.0.0.1", 14000)
+    settings = parse_settings(
+        yaml.safe_load(configmaps[(NAMESPACE, "sidegate-webhook")]["data"]["settings.yaml"])
+    )
+    sidecar = values.get("sidecar", {})
+    assert settings.native_sidecars == sidecar.get("native", True)
+    assert settings.capture == sidecar.get("capture", "env")
+    assert NAMESPACE in settings.excluded_namespaces
+    assert settings.image == "ghcr.io/sidegate/sidegate:0.1.0"
+
+
+@pytest.fixture
+def helm_tls() -> Iterator[tuple[int, str]]:
+    """The webhook serving the certificate Helm generated, with the caBundle Helm wrote."""
+    docs = render({})
+    secret = _one(docs, "Secret")
+    assert secret["type"] == "kubernetes.io/tls"
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    ca_bundle = base64.b64decode(
+        _one(docs, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["caBundle"]
+    ).decode()
+    assert ca_bundle == data["ca.crt"]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "tls.crt").write_text(data["tls.crt"])
+        Path(d, "tls.key").write_text(data["tls.key"])
+        server = serve("127.0.0.1", 0, f"{d}/tls.crt", f"{d}/tls.key", None)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield server.server_address[1], ca_bundle
+        server.shutdown()
+        server.server_close()
+
+
+def test_helm_generated_certificate_verifies_for_the_service(helm_tls: tuple[int, str]) -> None:
+    port, ca_bundle = helm_tls
+    status, _ = _call(
+        port, ca_bundle, "GET", "/healthz", hostname=f"sidegate-webhook.{NAMESPACE}.svc"
+    )
+    assert status == 200
+    import ssl
+
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _call(port, ca_bundle, "GET", "/healthz", hostname="sidegate-webhook.other.svc")
+
+
+def test_the_certificate_is_generated_once_per_render() -> None:
+    docs = render({})
+    secret = _one(docs, "Secret")
+    deployment = _one(docs, "Deployment")
+    crt = base64.b64decode(secret["data"]["tls.crt"]).decode()
+    import hashlib
+
+    assert (
+        deployment["spec"]["template"]["metadata"]["annotations"]["checksum/tls"]
+        == hashlib.sha256(crt.encode()).hexdigest()
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"webhook": {"timeoutSeconds": 30}}, "/webhook/timeoutSeconds"),
+        ({"webhook": {"failurePolicy": "Sometimes"}}, "/webhook/failurePolicy"),
+        ({"webhook": {"replicas": 0}}, "/webhook/replicas"),
+        ({"sidecar": {"providers": ["cohere"]}}, "/sidecar/providers/0"),
+        ({"sidecar": {"capture": "ebpf"}}, "/sidecar/capture"),
+        ({"webhook": {"tls": {"mode": "external"}}}, "secretName"),
+        ({"sidecar": {"listenport": 1}}, "listenport"),
+        ({"gateway": {"config": {"models": {}}}}, "/gateway/config"),
+    ],
+)
+def test_bad_values_fail_with_the_schema_message(values: dict[str, Any], message: str) -> None:
+    with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmValuesError) as e:
+        chart.validate_schema(values)
+    assert message in str(e.value)
+
+
+def test_notes_say_how_to_use_it() -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        files = chart.render({}, name="sidegate", namespace=NAMESPACE, is_install=True)
+    notes = next(v for k, v in files.items() if k.endswith("NOTES.txt"))
+    assert "kubectl label namespace <app-namespace> sidegate.io/injection=enabled" in notes
+    assert "helm test sidegate -n sidegate-system" in notes
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("models: {}\n", "gateway.config: providers is required"),
+        ("providers: [\n", "gateway.config is not valid YAML"),
+    ],
+)
+def test_bad_gateway_config_fails_the_render(config: str, message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as e:
+        render({"gateway": {"config": config}})
+    assert message in str(e.value)
+
+
+def test_a_custom_gateway_config_replaces_the_example() -> None:
+    config = (
+        "providers:\n  azure: {api: openai, base_url: 'https://x.openai.azure.com/openai/v1', "
+        "keys: [{file: /var/run/secrets/sidegate/keys/azure}]}\n"
+        "models:\n  gpt: {provider: azure, id: gpt-4o}\n"
+    )
+    docs = render({"gateway": {"config": config}})
+    cm = next(d for d in _by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "sidegate-config")
+    loaded = parse_config_text(cm["data"]["sidegate.yaml"], "cm")
+    assert list(loaded.providers) == ["azure"]

@@ -152,7 +152,14 @@ def _cmd_capture(args: argparse.Namespace) -> int:
 def _cmd_fake(args: argparse.Namespace) -> int:
     from .fake_provider import serve_forever
 
-    serve_forever(api=args.api, host=args.host, port=args.port, name=args.name, key=args.key)
+    serve_forever(
+        api=args.api,
+        host=args.host,
+        port=args.port,
+        name=args.name,
+        key=args.key,
+        key_file=args.key_file,
+    )
     return 0
 
 
@@ -244,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--name", default="fake", help="selects x-fake-fault-<name> fault headers")
     p.add_argument("--key", help="require this API key (default: accept any)")
+    p.add_argument(
+        "--key-file", help="accept the keys in this file (one a line; re-read per request)"
+    )
     p.set_defaults(func=_cmd_fake)
 
     p = sub.add_parser(

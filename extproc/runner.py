@@ -319,10 +319,22 @@ async def _serve(config: GatewayConfig, config_path: str | None, opts: SidecarOp
     await stop.wait()
     if watch is not None:
         watch.cancel()
-    deadline = time.monotonic() + opts.drain_seconds
-    while len(gateway.requests) and time.monotonic() < deadline:  # noqa: ASYNC110 (a count, not an event)
-        await asyncio.sleep(0.1)
+    await _drain(gateway, admin, opts.drain_seconds)
     await server.stop(grace=5)
+
+
+async def _drain(gateway: Gateway, admin: EnvoyAdmin, seconds: float) -> None:
+    """Keep serving after SIGTERM until Envoy is gone and idle, for at most ``seconds``.
+
+    Native sidecars get SIGTERM after Envoy stopped: nothing to wait for. Legacy
+    ones get it together with Envoy and the app, which may still send requests
+    while Envoy drains, so serving stops only once Envoy no longer answers.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not len(gateway.requests) and await admin.stats() is None:
+            return
+        await asyncio.sleep(0.2)
 
 
 def serve_extproc(

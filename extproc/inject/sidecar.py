@@ -72,10 +72,15 @@ def _health_command(wait: int | None = None) -> list[str]:
 
 
 def _http_check(port: int, path: str, method: str = "GET") -> str:
-    """An HTTP status check in bash alone: the Envoy image has no curl or wget."""
+    """An HTTP status check in bash alone: the Envoy image has no curl or wget.
+
+    HTTP/1.1, because Envoy answers HTTP/1.0 with 426 unless told to accept it.
+    """
+    crlf = "\\r\\n"
+    request = f"{method} {path} HTTP/1.1{crlf}Host: localhost{crlf}Connection: close{crlf}{crlf}"
     return (
         f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
-        f"printf '{method} {path} HTTP/1.0\\r\\n\\r\\n' >&3 && "
+        f"printf '{request}' >&3 && "
         f'read -r _ code _ <&3 && [ "$code" = 200 ]'
     )
 

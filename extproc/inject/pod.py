@@ -106,7 +106,9 @@ def strip(pod: Pod) -> Pod:
             if not spec[key] and key == "initContainers":
                 del spec[key]
     if "volumes" in spec:
-        spec["volumes"] = [v for v in spec["volumes"] if v.get("name") not in status["volumes"]]
+        spec["volumes"] = [
+            v for v in spec["volumes"] if v.get("name") not in status.get("volumes", [])
+        ]
         if not spec["volumes"]:
             del spec["volumes"]
     for c in spec.get("containers") or []:

@@ -1,10 +1,9 @@
 """Pick up a changed gateway config without a restart; refuse a bad one.
 
-A ConfigMap volume changes by an atomic swap of its ``..data`` symlink, so the
-file is watched by what ``stat`` sees through the symlinks, and by content: a
-swap that brings the same bytes is not a change. A config that fails to load,
-or that Envoy rejects, is logged with what is wrong and the last good one keeps
-serving.
+The file is watched by ``FileWatch`` (which follows a ConfigMap's ``..data``
+swap) and by content: a swap that brings the same bytes is not a change. A
+config that fails to load, or that Envoy rejects, is logged with what is wrong
+and the last good one keeps serving.
 """
 
 from __future__ import annotations
@@ -12,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .config import ConfigError, GatewayConfig, parse_config_text
+from .filewatch import FileWatch
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +40,14 @@ class ConfigWatcher:
         self.interval = interval
         # Command-line overrides (``--port``) that must survive a reload.
         self.adjust = adjust
-        self._stamp: tuple[int, int, int] | None = self._stat()
+        self._watch = FileWatch(self.path)
         self.version = digest_of(current) if current is not None else None
         self.last_error: str | None = None
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
     def check(self) -> tuple[GatewayConfig, str] | None:
         """A changed, valid config and its version, or None. Invalid ones are refused here."""
-        stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
+        if not self._watch.changed():
             return None
-        self._stamp = stamp
         try:
             text = self.path.read_bytes()
         except OSError as e:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from dataclasses import dataclass
 
 from .config import KeySource, Provider
+from .filewatch import FileWatch
 
 
 class MissingKey(Exception):
@@ -32,30 +32,28 @@ class Secret:
 class _FileKey:
     def __init__(self, path: str, recheck: float) -> None:
         self.path = path
-        self.recheck = recheck
-        self._stamp: tuple[int, int, int] | None = None
+        self._watch = FileWatch(path, every=recheck, seen=False)
         self._value: Secret | None = None
-        self._checked = 0.0
 
     def get(self) -> Secret:
-        now = time.monotonic()
-        if self._value is not None and now - self._checked < self.recheck:
+        changed = self._watch.changed()
+        if self._value is not None and not changed:
             return self._value
-        self._checked = now
         try:
-            st = os.stat(self.path)
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if stamp != self._stamp or self._value is None:
-                with open(self.path, encoding="utf-8") as f:
-                    text = f.read().strip()
-                if not text:
-                    raise MissingKey(f"key file {self.path} is empty")
-                self._value, self._stamp = Secret(text), stamp
+            with open(self.path, encoding="utf-8") as f:
+                text = f.read().strip()
         except OSError as e:
+            self._watch.retry()
             if self._value is not None:
                 # Mid-rotation the path can vanish for an instant: keep the last key.
                 return self._value
             raise MissingKey(f"cannot read key file {self.path}: {e.strerror}") from None
+        if not text:
+            self._watch.retry()
+            if self._value is not None:
+                return self._value
+            raise MissingKey(f"key file {self.path} is empty")
+        self._value = Secret(text)
         return self._value
 
 

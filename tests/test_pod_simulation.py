@@ -25,7 +25,9 @@ from extproc.inject.pod import inject
 from extproc.inject.settings import Settings
 from tests.podsim import PROVIDER_IP, Network, Pod, have_netns, kubelet_volume
 
-pytestmark = pytest.mark.skipif(not have_netns(), reason="needs root, iproute2 and setpriv")
+pytestmark = pytest.mark.skipif(
+    not have_netns(), reason="needs root (network and mount namespaces), iproute2 and util-linux"
+)
 
 APP = r"""
 import json, os, sys, time

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import ssl
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ..filewatch import FileWatch
 from .review import BadReview, answer, parse_review
 from .settings import Settings, load_settings
 
@@ -31,36 +30,24 @@ class CertReloader:
     def __init__(self, cert: str, key: str) -> None:
         self.cert, self.key = cert, key
         self._lock = threading.Lock()
-        self._stamp: tuple[tuple[int, int], ...] = ()
-        self._checked = 0.0
+        self._watch = FileWatch(cert, key, every=1.0)
         self._context = self._load()
 
-    def _stat(self) -> tuple[tuple[int, int], ...]:
-        stamps = []
-        for path in (self.cert, self.key):
-            st = os.stat(path)
-            stamps.append((st.st_ino, st.st_mtime_ns))
-        return tuple(stamps)
-
     def _load(self) -> ssl.SSLContext:
-        stamp = self._stat()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self.cert, self.key)
-        self._stamp = stamp
         return ctx
 
     def context(self) -> ssl.SSLContext:
-        now = time.monotonic()
         with self._lock:
-            if now - self._checked >= 1.0:
-                self._checked = now
+            if self._watch.changed():
                 try:
-                    if self._stat() != self._stamp:
-                        self._context = self._load()
-                        log.info("reloaded the serving certificate %s", self.cert)
+                    self._context = self._load()
+                    log.info("reloaded the serving certificate %s", self.cert)
                 except (OSError, ssl.SSLError) as e:
-                    # Mid-swap or a bad pair: keep serving the last good one.
+                    # Mid-swap or a bad pair: keep serving the last good one, look again.
+                    self._watch.retry()
                     log.warning("keeping the previous certificate: %s", e)
             return self._context
 
@@ -70,34 +57,18 @@ class SettingsReloader:
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._checked = 0.0
         self._lock = threading.Lock()
+        self._watch = FileWatch(path, every=1.0) if path else None
         self._settings = load_settings(path)
-        self._stamp = self._stat()
-
-    def _stat(self) -> tuple[int, int] | None:
-        if not self.path:
-            return None
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns)
 
     def get(self) -> Settings:
-        now = time.monotonic()
         with self._lock:
-            if self.path and now - self._checked >= 1.0:
-                self._checked = now
-                stamp = self._stat()
-                if stamp is not None and stamp != self._stamp:
-                    self._stamp = stamp
-                    try:
-                        self._settings = load_settings(self.path)
-                        log.info("reloaded injector settings %s", self.path)
-                    except ValueError as e:
-                        log.error("injector settings refused, keeping the last good: %s", e)
+            if self._watch is not None and self._watch.changed():
+                try:
+                    self._settings = load_settings(self.path)
+                    log.info("reloaded injector settings %s", self.path)
+                except ValueError as e:
+                    log.error("injector settings refused, keeping the last good: %s", e)
             return self._settings
 
 

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .quota.config import QuotaConfig, parse_quota_config
+
 
 class ConfigError(ValueError):
     """A config that cannot serve. ``path`` is the dotted path of the bad field."""
@@ -154,6 +156,7 @@ class GatewayConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     envoy: EnvoyOptions = field(default_factory=EnvoyOptions)
     extproc_socket: str | None = None
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -171,8 +174,8 @@ class GatewayConfig:
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _type_name(value: object) -> str:
@@ -187,18 +190,18 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-class _Reader:
+class Reader:
     """Walks a parsed YAML document, keeping the dotted path for error messages."""
 
     def __init__(self, value: Any, path: str = "") -> None:
         self.value = value
         self.path = path
 
-    def child(self, key: str | int) -> _Reader:
+    def child(self, key: str | int) -> Reader:
         if isinstance(key, int):
-            return _Reader(self.value[key], f"{self.path}[{key}]")
+            return Reader(self.value[key], f"{self.path}[{key}]")
         value = self.value.get(key) if isinstance(self.value, dict) else None
-        return _Reader(value, f"{self.path}.{key}" if self.path else key)
+        return Reader(value, f"{self.path}.{key}" if self.path else key)
 
     def fail(self, message: str) -> ConfigError:
         return ConfigError(self.path, message)
@@ -275,7 +278,7 @@ class _Reader:
         return seconds
 
 
-def _parse_key(r: _Reader) -> KeySource:
+def _parse_key(r: Reader) -> KeySource:
     m = r.mapping(["env", "file"])
     if ("env" in m) == ("file" in m):
         raise r.fail("expected exactly one of 'env' (a variable name) or 'file' (a path)")
@@ -290,7 +293,7 @@ def _parse_key(r: _Reader) -> KeySource:
 _PROVIDER_FIELDS = ["api", "base_url", "keys", "region", "anthropic_version", "ca_file"]
 
 
-def _parse_provider(name: str, r: _Reader) -> Provider:
+def _parse_provider(name: str, r: Reader) -> Provider:
     if not _NAME.match(name):
         raise r.fail("provider names are lowercase letters, digits, '.', '_' and '-' (max 63)")
     r.mapping(_PROVIDER_FIELDS)
@@ -331,7 +334,7 @@ def _parse_provider(name: str, r: _Reader) -> Provider:
     )
 
 
-def _parse_model(name: str, r: _Reader, providers: Mapping[str, Provider]) -> Model:
+def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Model:
     if not _MODEL_NAME.match(name):
         raise r.fail("model names are letters, digits and . _ : / @ + - (max 128)")
     r.mapping(["provider", "id", "price", "context_window", "embeddings"])
@@ -362,7 +365,7 @@ def _parse_model(name: str, r: _Reader, providers: Mapping[str, Provider]) -> Mo
     )
 
 
-def _parse_candidate(r: _Reader, models: Mapping[str, Model]) -> Candidate:
+def _parse_candidate(r: Reader, models: Mapping[str, Model]) -> Candidate:
     if isinstance(r.value, str):
         name, weight = r.value, 1
     else:
@@ -375,7 +378,7 @@ def _parse_candidate(r: _Reader, models: Mapping[str, Model]) -> Candidate:
     return Candidate(model=name, weight=weight)
 
 
-def _parse_group(r: _Reader, models: Mapping[str, Model]) -> tuple[Candidate, ...]:
+def _parse_group(r: Reader, models: Mapping[str, Model]) -> tuple[Candidate, ...]:
     # A group is one model, or a list of models Envoy splits one attempt between.
     if isinstance(r.value, list):
         group = tuple(_parse_candidate(r.child(i), models) for i in range(len(r.value)))
@@ -393,12 +396,12 @@ def _parse_group(r: _Reader, models: Mapping[str, Model]) -> tuple[Candidate, ..
     return group
 
 
-def _parse_route(name: str, r: _Reader, models: Mapping[str, Model]) -> Route:
+def _parse_route(name: str, r: Reader, models: Mapping[str, Model]) -> Route:
     if not _MODEL_NAME.match(name):
         raise r.fail("route names are letters, digits and . _ : / @ + - (max 128)")
     # Short form: the route is just its list of groups.
     if isinstance(r.value, list):
-        groups_r, retries_r = r, _Reader(None, f"{r.path}.retries")
+        groups_r, retries_r = r, Reader(None, f"{r.path}.retries")
     else:
         r.mapping(["groups", "retries"])
         groups_r, retries_r = r.child("groups"), r.child("retries")
@@ -421,11 +424,15 @@ _TOP_FIELDS = [
     "timeouts",
     "envoy",
     "extproc",
+    "quotas",
+    "identity",
+    "state",
+    "tokenizer",
 ]
 
 
 def parse_config(doc: Any) -> GatewayConfig:
-    root = _Reader(doc)
+    root = Reader(doc)
     root.mapping(_TOP_FIELDS)
 
     prov_r = root.child("providers")
@@ -509,6 +516,7 @@ def parse_config(doc: Any) -> GatewayConfig:
         timeouts=timeouts,
         envoy=envoy,
         extproc_socket=x_r.child("socket").opt_string(),
+        quota=parse_quota_config(root, routes, _parse_key),
     )
 
 

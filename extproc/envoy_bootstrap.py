@@ -19,6 +19,7 @@ import yaml
 from .apis import ErrorStyle
 from .config import GatewayConfig, Provider
 from .policy import ROUTE_HEADER
+from .quota.config import Identity
 from .routing import RoutePlan, plan_routes
 from .server import STAGE_METADATA
 
@@ -71,7 +72,7 @@ def _extproc(stage: str, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
     }
 
 
-def _policy_filter() -> dict[str, Any]:
+def _policy_filter(identity: Identity) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _extproc(
@@ -96,6 +97,8 @@ def _policy_filter() -> dict[str, Any]:
                             "x-request-id",
                             "anthropic-version",
                             "anthropic-beta",
+                            identity.user_header,
+                            identity.tenant_header,
                         )
                     ]
                 }
@@ -385,7 +388,7 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
             ]
         },
         "http_filters": [
-            _policy_filter(),
+            _policy_filter(config.quota.identity),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {

@@ -48,6 +48,7 @@ class GatewayError(Exception):
     message: str
     code: str | None = None  # OpenAI's machine-readable `code`, e.g. "model_not_found"
     param: str | None = None  # the offending request field, e.g. "messages[2].content"
+    retry_after: int | None = None  # seconds, sent as Retry-After (SDKs honour it)
 
     def __str__(self) -> str:
         return f"{self.status}: {self.message}"

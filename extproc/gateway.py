@@ -7,11 +7,17 @@ import json
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .config import GatewayConfig
 from .keys import KeyRing
+from .quota.enforcer import QuotaEnforcer
+from .quota.store import MemoryStore
 from .routing import RoutePlan, plan_routes
 from .state import RequestState, RequestTable
+
+if TYPE_CHECKING:
+    from .quota.redis_store import RedisStore
 
 
 class Gateway:
@@ -21,7 +27,12 @@ class Gateway:
         self._listeners: list[Callable[[RequestState], None]] = []
         self._id_prefix = f"sg-{os.getpid():x}-{int(time.time()):x}-"
         self.keys: dict[str, KeyRing] = {}
+        # Local counters outlive reloads; so does the Redis client while its config stands.
+        self.local_counters = MemoryStore()
+        self.redis: RedisStore | None = None
+        self._retired: list[RedisStore] = []
         self.reload(config)
+        self.on_complete(lambda state: self.quotas.settle(state))
 
     def reload(self, config: GatewayConfig) -> None:
         """Serve ``config`` from the next request on.
@@ -31,6 +42,28 @@ class Gateway:
         and cached key files carry over.
         """
         old = self.keys
+        redis_config = config.quota.state.redis
+        redis = self.redis
+        if redis_config is None or redis is None or redis.config != redis_config:
+            # Built before anything changes: a Redis URL that cannot be read
+            # refuses the whole config.
+            if redis is not None:
+                self._retired.append(redis)
+            redis = None
+            if redis_config is not None:
+                # Imported only when configured: the embedded default never loads a Redis client.
+                from .quota.redis_store import RedisStore
+
+                redis = RedisStore(redis_config)
+        quotas = QuotaEnforcer(
+            config.quota,
+            config.models,
+            config.routes,
+            local=self.local_counters,
+            remote=redis,
+        )
+        self.redis = redis
+        self.quotas = quotas
         self.config = config
         self.plans: dict[str, RoutePlan] = plan_routes(config)
         self.keys = {
@@ -47,6 +80,13 @@ class Gateway:
         self.models_body = json.dumps(
             {"object": "list", "data": list(self.model_cards.values())}
         ).encode()
+
+    async def close(self) -> None:
+        """Finish reconciliations and close connections to shared state."""
+        await self.quotas.drain()
+        for store in [*self._retired, *([self.redis] if self.redis else [])]:
+            await store.close()
+        self._retired.clear()
 
     def on_complete(self, listener: Callable[[RequestState], None]) -> None:
         """Call ``listener`` with each request's final state (budgets, audit, tests)."""

@@ -19,6 +19,7 @@ from .endpoints import Endpoint, Kind, classify, style_for_path
 from .errors import GatewayError, render
 from .gateway import Gateway
 from .headers import mutation, to_dict
+from .quota.caller import identify
 from .state import RequestState
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,12 @@ def immediate(
 
 
 def error_response(err: GatewayError, style: ErrorStyle) -> pb.ProcessingResponse:
-    return immediate(err.status, render(err, style), f"sidegate_{err.code or 'error'}")
+    resp = immediate(err.status, render(err, style), f"sidegate_{err.code or 'error'}")
+    if err.retry_after is not None:
+        resp.immediate_response.headers.CopyFrom(
+            mutation({"content-type": "application/json", "retry-after": str(err.retry_after)})
+        )
+    return resp
 
 
 class PolicyStream:
@@ -54,13 +60,13 @@ class PolicyStream:
         self.headers: dict[str, str] = {}
         self.state: RequestState | None = None
 
-    def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+    async def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
         try:
             if which == "request_headers":
                 return [self.on_headers(req.request_headers)]
             if which == "request_body":
-                return [self.on_body(req.request_body)]
+                return [await self.on_body(req.request_body)]
         except GatewayError as e:
             style = self.endpoint.style if self.endpoint else ErrorStyle.OPENAI
             return [error_response(e, style)]
@@ -102,7 +108,7 @@ class PolicyStream:
         resp.request_headers.SetInParent()
         return resp
 
-    def on_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
+    async def on_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
         ep = self.endpoint
         assert ep is not None and ep.api is not None
         if len(msg.body) > self.gw.config.limits.max_request_body_bytes:
@@ -122,6 +128,13 @@ class PolicyStream:
                     param="model",
                 )
             raise _unknown_model(model, self.gw)
+
+        quotas = self.gw.quotas
+        identity = self.gw.config.quota.identity
+        reservation = None
+        if quotas.applies(model):
+            caller = identify(identity, self.headers, ep.api, body)
+            reservation = await quotas.admit(caller, model, ep.api, body)
 
         set_headers = {ROUTE_HEADER: plan.key}
         request_id = self.headers.get(REQUEST_ID, "")
@@ -143,11 +156,14 @@ class PolicyStream:
             passthrough_headers={
                 k: self.headers[k] for k in ANTHROPIC_CLIENT_HEADERS if k in self.headers
             },
+            reservation=reservation,
         )
         self.gw.requests.put(self.state)
         resp = pb.ProcessingResponse()
         common = resp.request_body.response
-        common.header_mutation.CopyFrom(mutation(set_headers))
+        # Identity headers are for sidegate; providers never see them.
+        remove = [h for h in (identity.user_header, identity.tenant_header) if h in self.headers]
+        common.header_mutation.CopyFrom(mutation(set_headers, remove))
         common.clear_route_cache = True
         return resp
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +29,11 @@ MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class _Stream(Protocol):
-    def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]: ...
+    # The provider stage answers synchronously (one call per body chunk, no
+    # awaits to pay for); the policy stage may wait on quota state.
+    def handle(
+        self, req: pb.ProcessingRequest
+    ) -> list[pb.ProcessingResponse] | Awaitable[list[pb.ProcessingResponse]]: ...
 
     def close(self) -> None: ...
 
@@ -60,7 +64,10 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return
         try:
             async for req in request_iterator:
-                for resp in stream.handle(req):
+                out = stream.handle(req)
+                if not isinstance(out, list):
+                    out = await out
+                for resp in out:
                     yield resp
         finally:
             stream.close()

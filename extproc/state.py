@@ -35,6 +35,8 @@ class RequestState:
     # headers pass, before a stream's last chunk: the request is complete
     # only when both are done.
     holders: int = 1
+    # The quota reservation admission made (a quota.enforcer.Reservation), settled on completion.
+    reservation: object | None = None
     # Filled in by the provider stage when an attempt's response completes.
     provider: str | None = None
     model: str | None = None

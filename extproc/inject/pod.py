@@ -34,6 +34,7 @@ from .sidecar import (
     proxy_container,
     volumes,
 )
+from .workload import workload_name
 
 Pod = dict[str, Any]
 
@@ -154,7 +155,10 @@ def inject(pod: Pod, namespace: str, settings: Settings) -> Result:
             "use native sidecars (Kubernetes 1.29+)",
         )
     warnings: list[str] = []
-    sidecars = [extproc_container(opts, settings), proxy_container(opts, settings)]
+    sidecars = [
+        extproc_container(opts, settings, workload_name(desired, namespace)),
+        proxy_container(opts, settings),
+    ]
     capture = [capture_container(opts, settings)] if opts.capture == "iptables" else []
     user_inits = spec.get("initContainers") or []
     if opts.native:

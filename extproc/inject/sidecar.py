@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..quota.caller import WORKLOAD_ENV
 from .annotations import PodOptions
 from .settings import Settings
 
@@ -85,7 +86,7 @@ def _http_check(port: int, path: str, method: str = "GET") -> str:
     )
 
 
-def extproc_container(opts: PodOptions, s: Settings) -> dict[str, Any]:
+def extproc_container(opts: PodOptions, s: Settings, workload: str) -> dict[str, Any]:
     args = [
         "extproc",
         "--config",
@@ -104,7 +105,11 @@ def extproc_container(opts: PodOptions, s: Settings) -> dict[str, Any]:
         "image": opts.image,
         "imagePullPolicy": s.image_pull_policy,
         "args": args,
-        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "env": [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            # The `workload` dimension of quotas (quota.caller).
+            {"name": WORKLOAD_ENV, "value": workload},
+        ],
         "resources": opts.extproc_resources.to_k8s(),
         "securityContext": _restricted(s.proxy_uid),
         **_CONTAINER_DEFAULTS,

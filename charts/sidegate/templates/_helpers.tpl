@@ -114,3 +114,42 @@ extprocResources: {{ toJson .Values.sidecar.extprocResources }}
 {{- define "sidegate.excludedNamespaces" -}}
 {{- toJson (concat (list .Release.Namespace "kube-system") .Values.webhook.excludeNamespaces | uniq) }}
 {{- end }}
+
+{{- define "sidegate.redisName" -}}
+{{- printf "%s-redis" (include "sidegate.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sidegate.redisSelectorLabels" -}}
+{{ include "sidegate.selectorLabels" . }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{/*
+The gateway config's `state` section from the state and redis values, as YAML;
+empty when no shared state is configured (sidecars then count in memory).
+Exactly one Redis source: the in-chart Redis, a URL, or a URL in the keys Secret.
+*/}}
+{{- define "sidegate.state" -}}
+{{- $r := .Values.state.redis }}
+{{- $sources := 0 }}
+{{- if .Values.redis.enabled }}{{ $sources = add1 $sources }}{{ end }}
+{{- if $r.url }}{{ $sources = add1 $sources }}{{ end }}
+{{- if $r.urlSecretKey }}{{ $sources = add1 $sources }}{{ end }}
+{{- if gt $sources 1 }}
+{{- fail "shared state: set only one of redis.enabled, state.redis.url and state.redis.urlSecretKey" }}
+{{- end }}
+{{- if eq $sources 1 }}
+redis:
+  {{- if .Values.redis.enabled }}
+  url: {{ printf "redis://%s.%s.svc:6379/0" (include "sidegate.redisName" .) .Release.Namespace | quote }}
+  {{- else if $r.url }}
+  url: {{ $r.url | quote }}
+  {{- else }}
+  url:
+    file: {{ printf "/var/run/secrets/sidegate/keys/%s" $r.urlSecretKey | quote }}
+  {{- end }}
+  timeout: {{ $r.timeout | quote }}
+  key_prefix: {{ $r.keyPrefix | quote }}
+on_unavailable: {{ .Values.state.onUnavailable }}
+{{- end }}
+{{- end }}

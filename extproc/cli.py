@@ -72,9 +72,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     problems = [p for ring in gateway.keys.values() for p in ring.check()]
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
+    redis = config.quota.state.redis
+    state = f"shared in Redis ({redis.describe()})" if redis else "in memory"
     print(
         f"{args.config}: OK — {len(config.providers)} providers, {len(config.models)} models, "
-        f"{len(config.routes)} routes ({len(gateway.plans)} Envoy routes)"
+        f"{len(config.routes)} routes ({len(gateway.plans)} Envoy routes), "
+        f"{len(config.quota.quotas)} quotas counted {state}"
     )
     return 1 if problems and args.strict else 0
 

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import GatewayConfig
+from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
 from .quota.enforcer import QuotaEnforcer
 from .quota.store import MemoryStore
 from .routing import RoutePlan, plan_routes
 from .state import RequestState, RequestTable
+from .tokenizer import TokenizerError
 
 if TYPE_CHECKING:
     from .quota.redis_store import RedisStore
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    config: GatewayConfig
+    quotas: QuotaEnforcer
+    redis: RedisStore | None
 
 
 class Gateway:
@@ -31,39 +41,60 @@ class Gateway:
         self.local_counters = MemoryStore()
         self.redis: RedisStore | None = None
         self._retired: list[RedisStore] = []
+        # Reconciliations on their way to Redis, across reloads (tasks need a strong reference).
+        self._pending: set[asyncio.Task[None]] = set()
         self.reload(config)
         self.on_complete(lambda state: self.quotas.settle(state))
 
+    def prepare(self, config: GatewayConfig) -> Prepared:
+        """Everything ``config`` needs that can fail, built without serving it yet.
+
+        Run before Envoy is given the config, so that a Redis URL that cannot
+        be read or an encoding that is missing refuses the config whole.
+        Nothing connects here: the Redis client connects on first use.
+        """
+        redis_config = config.quota.state.redis
+        redis = self.redis
+        if redis_config is not None and (redis is None or redis.config != redis_config):
+            # Imported only when configured: the embedded default never loads a Redis client.
+            from .quota.redis_store import RedisStore
+
+            try:
+                redis = RedisStore(redis_config)
+            except ValueError as e:
+                raise ConfigError("state.redis.url", str(e).split(": ", 1)[-1]) from None
+        elif redis_config is None:
+            redis = None
+        try:
+            quotas = QuotaEnforcer(
+                config.quota,
+                config.models,
+                config.routes,
+                local=self.local_counters,
+                remote=redis,
+                pending=self._pending,
+            )
+        except TokenizerError as e:
+            raise ConfigError("tokenizer", str(e)) from None
+        return Prepared(config, quotas, redis)
+
     def reload(self, config: GatewayConfig) -> None:
-        """Serve ``config`` from the next request on.
+        self.apply(self.prepare(config))
+
+    def apply(self, prepared: Prepared) -> None:
+        """Serve a prepared config from the next request on.
 
         Requests in flight keep the plan they were routed with. Key rings of
         providers whose key sources did not change are kept, so round-robin
         and cached key files carry over.
         """
+        config = prepared.config
         old = self.keys
-        redis_config = config.quota.state.redis
-        redis = self.redis
-        if redis_config is None or redis is None or redis.config != redis_config:
-            # Built before anything changes: a Redis URL that cannot be read
-            # refuses the whole config.
-            if redis is not None:
-                self._retired.append(redis)
-            redis = None
-            if redis_config is not None:
-                # Imported only when configured: the embedded default never loads a Redis client.
-                from .quota.redis_store import RedisStore
-
-                redis = RedisStore(redis_config)
-        quotas = QuotaEnforcer(
-            config.quota,
-            config.models,
-            config.routes,
-            local=self.local_counters,
-            remote=redis,
-        )
-        self.redis = redis
-        self.quotas = quotas
+        if self.redis is not None and self.redis is not prepared.redis:
+            # Requests in flight may still reconcile through it; closed on shutdown.
+            self._retired.append(self.redis)
+        self.redis = prepared.redis
+        self.quotas = prepared.quotas
         self.config = config
         self.plans: dict[str, RoutePlan] = plan_routes(config)
         self.keys = {
@@ -83,7 +114,8 @@ class Gateway:
 
     async def close(self) -> None:
         """Finish reconciliations and close connections to shared state."""
-        await self.quotas.drain()
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=5.0)
         for store in [*self._retired, *([self.redis] if self.redis else [])]:
             await store.close()
         self._retired.clear()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import GatewayConfig
+from .config import ConfigError, GatewayConfig
 from .config_watch import ConfigWatcher, digest_of
 from .envoy_admin import EnvoyAdmin
 from .envoy_bootstrap import render_yaml
@@ -149,6 +149,10 @@ def _watch(
     async def apply(config: GatewayConfig, version: str) -> str | None:
         if config.extproc_socket not in (None, files.socket):
             log.warning("extproc.socket changed in the config: it takes effect on restart")
+        try:
+            prepared = gateway.prepare(config)
+        except ConfigError as e:
+            return str(e)
         before = await admin.stats()
         snapshot = files.snapshot()
         files.write_resources(config, version)
@@ -156,7 +160,7 @@ def _watch(
         if problem:
             files.restore(snapshot)
             return problem
-        gateway.reload(config)
+        gateway.apply(prepared)
         _warn_key_problems(gateway)
         return None
 
@@ -244,6 +248,7 @@ async def _run(
             watch.cancel()
         await _stop_envoy(proc)
         await server.stop(grace=5)
+        await gateway.close()
         with contextlib.suppress(OSError):
             shutil.rmtree(workdir)
 
@@ -321,6 +326,7 @@ async def _serve(config: GatewayConfig, config_path: str | None, opts: SidecarOp
         watch.cancel()
     await _drain(gateway, admin, opts.drain_seconds)
     await server.stop(grace=5)
+    await gateway.close()
 
 
 async def _drain(gateway: Gateway, admin: EnvoyAdmin, seconds: float) -> None:

@@ -6,14 +6,18 @@ import math
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx
 import openai
 import pytest
+import yaml
 
-from extproc.config import parse_config
+from extproc.cli import main
+from extproc.config import ConfigError, parse_config
+from extproc.gateway import Gateway
 from extproc.fake_provider import FakeProvider
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess, free_port
@@ -278,3 +282,32 @@ def test_a_redis_that_never_answers_costs_one_timeout(fakes: dict[str, FakeProvi
             gw.stop()
     finally:
         silent.close()
+
+
+def test_a_config_whose_state_cannot_be_built_is_refused_whole(
+    fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SG_TEST_NO_SUCH_URL", raising=False)
+    doc = quota_doc(fakes, state={"redis": {"url": {"env": "SG_TEST_NO_SUCH_URL"}}})
+    gateway = Gateway(parse_config(quota_doc(fakes)))
+    before = gateway.quotas
+    with pytest.raises(ConfigError) as e:
+        gateway.prepare(parse_config(doc))
+    assert str(e.value) == "state.redis.url: environment variable SG_TEST_NO_SUCH_URL is not set"
+    assert gateway.quotas is before and gateway.redis is None
+    # The same check runs in `sidegate config check`, before anything serves.
+    path = tmp_path / "sidegate.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["config", "check", "-c", str(path)]) == 2
+
+
+def test_config_check_reports_where_quotas_are_counted(
+    fakes: dict[str, FakeProvider], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "sidegate.yaml"
+    url = "redis://:s3cret-pw@10.0.0.9:6379/0"
+    path.write_text(yaml.safe_dump(quota_doc(fakes, state={"redis": {"url": url}})))
+    assert main(["config", "check", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 quotas counted shared in Redis (redis://10.0.0.9:6379/0)" in out
+    assert "s3cret" not in out

@@ -78,12 +78,13 @@ class QuotaEnforcer:
         *,
         local: MemoryStore,
         remote: RedisStore | None,
+        pending: set[asyncio.Task[None]],
     ) -> None:
         self.config = config
         self.models = models
         self.local = local
         self.remote = remote
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending = pending
         self._down_until = 0.0
         self._pause = _PAUSE_MIN
         self._routes: dict[str, _RouteInfo] = {}
@@ -232,11 +233,6 @@ class QuotaEnforcer:
                 type(e).__name__,
                 e,
             )
-
-    async def drain(self) -> None:
-        """Wait for reconciliations still on their way to Redis."""
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=5.0)
 
 
 def _counter(enc: Any) -> Callable[[str], int]:

@@ -259,6 +259,20 @@ def _envoy_alone(workdir: Path, port: int, upstream: int) -> subprocess.Popen[by
     )
 
 
+def _start_gateway(
+    workdir: Path, name: str, port: int, config: dict[str, Any]
+) -> tuple[subprocess.Popen[bytes], Path]:
+    path = workdir / f"{name.strip('+').replace(' ', '-')}.yaml"
+    path.write_text(yaml.safe_dump({**config, "listen": {"port": port}}))
+    ready = path.with_suffix(".ready")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "extproc.cli", "run", "-c", str(path), "--ready-file", str(ready)],
+        env={**os.environ, "SIDEGATE_BENCH_KEY": "sk-bench"},
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, ready
+
+
 def _wait_port(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -317,8 +331,7 @@ def main(args: argparse.Namespace) -> int:
             )
         )
         procs.append(_envoy_alone(workdir, envoy_port, fake_port))
-        config = {
-            "listen": {"port": gw_port},
+        base = {
             "providers": {
                 "fake": {
                     "api": "openai",
@@ -329,32 +342,37 @@ def main(args: argparse.Namespace) -> int:
             "models": {"bench": {"provider": "fake", "id": "gpt-4o-mini"}},
             "envoy": {"access_log": False, "concurrency": 2},
         }
-        (workdir / "sidegate.yaml").write_text(yaml.safe_dump(config))
-        ready = workdir / "ready"
-        gateway = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "extproc.cli",
-                "run",
-                "-c",
-                str(workdir / "sidegate.yaml"),
-                "--ready-file",
-                str(ready),
-            ],
-            env={**os.environ, "SIDEGATE_BENCH_KEY": "sk-bench"},
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(gateway)
+        # Quotas that never deny: the cost measured is counting, not refusing.
+        quotas = [
+            {"name": "rpm", "per": ["user"], "window": "1m", "requests": 10**9},
+            {"name": "tpm", "per": ["tenant", "model"], "window": "1m", "tokens": 10**12},
+        ]
+        gateways = [("sidegate", gw_port, base)]
+        if args.quotas:
+            gateways.append(("+quotas", _free_port(), {**base, "quotas": quotas}))
+        if args.redis_url:
+            redis_state = {"redis": {"url": args.redis_url, "key_prefix": "sidegate-bench:"}}
+            gateways.append(
+                ("+quotas redis", _free_port(), {**base, "quotas": quotas, "state": redis_state})
+            )
+        running = []
+        for name, port, config in gateways:
+            proc, ready = _start_gateway(workdir, name, port, config)
+            procs.append(proc)
+            running.append((name, proc, ready))
         for port in (fake_port, envoy_port):
             _wait_port(port)
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if gateway.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("sidegate did not start")
-            time.sleep(0.05)
+        deadline = time.monotonic() + 60
+        for name, proc, ready in running:
+            while not ready.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start")
+                time.sleep(0.05)
+        gateway = running[0][1]
 
-        targets = [("direct", fake_port), ("envoy", envoy_port), ("sidegate", gw_port)]
+        targets = [("direct", fake_port), ("envoy", envoy_port)] + [
+            (name, port) for name, port, _ in gateways
+        ]
         stream_body = BODY[:-1] + b', "stream": true}'
 
         async def run_all() -> list[Result]:
@@ -387,6 +405,10 @@ def main(args: argparse.Namespace) -> int:
             "sidegate envoy RSS MiB": round(sum(_rss_mib(p) for p in envoy_child), 1),
             "fake provider RSS MiB": round(_rss_mib(procs[0].pid), 1),
         }
+        for name, proc, _ in running[1:]:
+            memory[f"{name} ext_proc (python, tiktoken loaded) RSS MiB"] = round(
+                _rss_mib(proc.pid), 1
+            )
         print(_table(results))
         print()
         for k, v in memory.items():

@@ -265,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=2000, help="requests per scenario")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     p.add_argument("--json", help="also write the results here")
+    p.add_argument(
+        "--no-quotas",
+        dest="quotas",
+        action="store_false",
+        help="skip the gateway with quotas counted in memory",
+    )
+    p.add_argument("--redis-url", help="also measure quotas counted in this Redis")
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -227,6 +227,12 @@ class Reader:
             raise self.fail(f"expected a list, got {_type_name(self.value)}")
         return self.value
 
+    def elements(self) -> tuple[Reader, ...]:
+        """A reader per element of an optional list (none when the field is absent)."""
+        if self.value is None:
+            return ()
+        return tuple(self.child(i) for i in range(len(self.list())))
+
     def string(self, default: str | None = None) -> str:
         if self.value is None and default is not None:
             return default

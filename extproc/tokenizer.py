@@ -121,6 +121,11 @@ def load(encoding: str, directory: str | None = None) -> tiktoken.Encoding:
                     del os.environ["TIKTOKEN_CACHE_DIR"]
                 else:
                     os.environ["TIKTOKEN_CACHE_DIR"] = saved
+        # tiktoken keeps the Python dict of ranks only to pickle the Encoding
+        # (its Rust core holds its own copy); sidegate never pickles one, and
+        # the dict is ~27 MiB of every sidecar's memory for o200k_base.
+        if isinstance(getattr(enc, "_mergeable_ranks", None), dict):
+            enc._mergeable_ranks = {}
         _loaded[encoding] = enc
         return enc
 

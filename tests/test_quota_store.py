@@ -141,3 +141,18 @@ def test_url_from_env_and_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Non
     # Where the state lives is logged; the password never is.
     described = RedisConfig(url="redis://:hunter2@10.0.0.1:6380/2").describe()
     assert "hunter2" not in described and "10.0.0.1:6380" in described
+
+
+def test_a_burst_beyond_the_pool_waits_for_a_connection(redis_server: RedisServer) -> None:
+    redis_server.client().flushall()
+
+    async def go() -> list[Denial | None]:
+        store = RedisStore(RedisConfig(url=redis_server.url, timeout=2.0))
+        b = bound("burst", (NO, NO, NO), (1, 1, 0))
+        try:
+            return await asyncio.gather(*(store.reserve([b]) for _ in range(500)))
+        finally:
+            await store.close()
+
+    assert run(go()) == [None] * 500
+    assert int(redis_server.client().hget("sidegate:burst", "r") or 0) == 500

@@ -78,7 +78,7 @@ class Settings:
         default_factory=lambda: Resources(cpu="50m", memory="64Mi", memory_limit="256Mi")
     )
     extproc_resources: Resources = field(
-        default_factory=lambda: Resources(cpu="50m", memory="96Mi", memory_limit="512Mi")
+        default_factory=lambda: Resources(cpu="50m", memory="128Mi", memory_limit="512Mi")
     )
 
 

@@ -125,10 +125,8 @@ def _quota(r: Reader, models: Mapping[str, object], seen: set[str]) -> Quota:
         raise name_r.fail(f"duplicate quota name {name!r}")
     seen.add(name)
 
-    per_r = r.child("per")
     per: list[Dimension] = []
-    for i, _ in enumerate(per_r.list() if per_r.value is not None else []):
-        d_r = per_r.child(i)
+    for d_r in r.child("per").elements():
         try:
             d = Dimension(d_r.string())
         except ValueError:
@@ -140,10 +138,8 @@ def _quota(r: Reader, models: Mapping[str, object], seen: set[str]) -> Quota:
             raise d_r.fail(f"dimension {d.value!r} listed twice")
         per.append(d)
 
-    m_r = r.child("models")
     names: list[str] = []
-    for i, _ in enumerate(m_r.list() if m_r.value is not None else []):
-        n_r = m_r.child(i)
+    for n_r in r.child("models").elements():
         n = n_r.string()
         if n not in models:
             raise n_r.fail(f"unknown model or route {n!r}")
@@ -203,12 +199,8 @@ def parse_quota_config(
     parse_key: Callable[[Reader], KeySource],
 ) -> QuotaConfig:
     known = {m: None for m in models}
-    q_r = root.child("quotas")
     seen: set[str] = set()
-    quotas = tuple(
-        _quota(q_r.child(i), known, seen)
-        for i, _ in enumerate(q_r.list() if q_r.value is not None else [])
-    )
+    quotas = tuple(_quota(q_r, known, seen) for q_r in root.child("quotas").elements())
 
     i_r = root.child("identity")
     i_r.mapping(["user_header", "tenant_header", "tenant", "workload"], optional=True)

@@ -68,6 +68,9 @@ return 0
 """
 
 
+MAX_CONNECTIONS = 16  # per sidecar; Redis itself runs one command at a time
+
+
 def resolve_url(url: KeySource | str) -> str:
     """The Redis URL, read from its env variable or file when it holds a password."""
     if isinstance(url, str):
@@ -94,14 +97,19 @@ class RedisStore:
     def __init__(self, config: RedisConfig) -> None:
         self.config = config
         # No client-side retries: a slow or absent Redis must cost one timeout,
-        # after which the enforcer falls back; it never stacks up waits.
-        self.client: Any = redis.Redis.from_url(
+        # after which the enforcer falls back; it never stacks up waits. A
+        # burst beyond the pool waits for a free connection (within the same
+        # timeout) instead of failing at once, which would trip the fallback.
+        pool = redis.BlockingConnectionPool.from_url(
             resolve_url(config.url),
+            max_connections=MAX_CONNECTIONS,
+            timeout=config.timeout,
             socket_timeout=config.timeout,
             socket_connect_timeout=config.timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self.client: Any = redis.Redis(connection_pool=pool)
         self._reserve = self.client.register_script(_RESERVE)
         self._adjust = self.client.register_script(_ADJUST)
 

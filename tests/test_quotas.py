@@ -17,8 +17,8 @@ import yaml
 
 from extproc.cli import main
 from extproc.config import ConfigError, parse_config
-from extproc.gateway import Gateway
 from extproc.fake_provider import FakeProvider
+from extproc.gateway import Gateway
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess, free_port
 from tests.redisd import RedisServer

@@ -43,6 +43,11 @@ class Quota:
         return not self.models or model in self.models
 
     @property
+    def counts_tokens(self) -> bool:
+        """Tokens or dollars are bounded: the prompt must be counted."""
+        return self.tokens is not None or self.cost_usd is not None
+
+    @property
     def window_text(self) -> str:
         if self.window == MONTH:
             return "month"
@@ -95,7 +100,7 @@ class QuotaConfig:
 
     @property
     def counts_tokens(self) -> bool:
-        return any(q.tokens is not None or q.cost_usd is not None for q in self.quotas)
+        return any(q.counts_tokens for q in self.quotas)
 
 
 # --- parsing -------------------------------------------------------------------

@@ -57,7 +57,6 @@ class _RouteInfo:
     quotas: tuple[Quota, ...]
     count: Callable[[str], int] | None  # None when no quota of the route counts tokens
     input_price: float  # USD per million tokens, the dearest candidate's
-    output_price: float
 
 
 def _micro_usd(tokens: float, price_per_mtok: float) -> int:
@@ -94,7 +93,7 @@ class QuotaEnforcer:
                 continue
             candidates = [models[c.model] for g in route.groups for c in g]
             count = None
-            if any(q.tokens is not None or q.cost_usd is not None for q in quotas):
+            if any(q.counts_tokens for q in quotas):
                 enc = tokenizer.load(
                     tokenizer.encoding_for_model(candidates[0].id), config.tokenizer_dir
                 )
@@ -103,7 +102,6 @@ class QuotaEnforcer:
                 quotas=quotas,
                 count=count,
                 input_price=max(m.price.input_per_mtok for m in candidates),
-                output_price=max(m.price.output_per_mtok for m in candidates),
             )
 
     def applies(self, route: str) -> bool:
@@ -132,12 +130,12 @@ class QuotaEnforcer:
                     limits=(
                         UNBOUNDED if q.requests is None else q.requests,
                         UNBOUNDED if q.tokens is None else q.tokens,
-                        UNBOUNDED if q.cost_usd is None else _micro_usd(1e6, q.cost_usd),
+                        UNBOUNDED if q.cost_usd is None else round(q.cost_usd * 1_000_000),
                     ),
                     need=(1, tokens, micro),
                 )
             )
-        store, denial = await self._reserve(bounds, info)
+        store, denial = await self._reserve(bounds)
         if denial is not None:
             i = denial.index
             raise _denied(info.quotas[i], bounds[i], denial, caller, ends[i] - now, route)
@@ -145,9 +143,7 @@ class QuotaEnforcer:
             return None
         return Reservation(store, tuple(b.key for b in bounds), tokens, micro)
 
-    async def _reserve(
-        self, bounds: list[Bound], info: _RouteInfo
-    ) -> tuple[Store | None, Denial | None]:
+    async def _reserve(self, bounds: list[Bound]) -> tuple[Store | None, Denial | None]:
         remote = self.remote
         if remote is not None and time.monotonic() >= self._down_until:
             failures: tuple[type[Exception], ...] = (*remote.errors, OSError, TimeoutError)

@@ -18,7 +18,7 @@ import yaml
 
 from .apis import ErrorStyle
 from .config import GatewayConfig, Provider
-from .policy import ROUTE_HEADER
+from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT
 from .quota.config import Identity
 from .routing import RoutePlan, plan_routes
 from .server import STAGE_METADATA
@@ -66,7 +66,7 @@ def _extproc(stage: str, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
         },
         "failure_mode_allow": False,
         "message_timeout": "0.5s",
-        "max_message_timeout": "5s",
+        "max_message_timeout": _secs(SLOW_WORK_TIMEOUT),
         "processing_mode": mode,
         **extra,
     }

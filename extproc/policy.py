@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
@@ -25,6 +27,9 @@ from .state import RequestState
 log = logging.getLogger(__name__)
 
 ROUTE_HEADER = "x-sidegate-route"
+# How long the policy stage may take on one message when it has slow work
+# (Envoy's max_message_timeout; its message_timeout is far shorter).
+SLOW_WORK_TIMEOUT = 5.0
 REQUEST_ID = "x-request-id"
 # Client headers that belong to the Anthropic API and reach Anthropic providers only.
 ANTHROPIC_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -39,6 +44,13 @@ def immediate(
     ir.body = body
     ir.details = details
     ir.headers.CopyFrom(mutation({"content-type": content_type}))
+    return resp
+
+
+def extend_timeout(seconds: float) -> pb.ProcessingResponse:
+    """Ask Envoy to wait up to ``seconds`` for this message's reply (once per message)."""
+    resp = pb.ProcessingResponse()
+    resp.override_message_timeout.FromTimedelta(timedelta(seconds=seconds))
     return resp
 
 
@@ -60,18 +72,19 @@ class PolicyStream:
         self.headers: dict[str, str] = {}
         self.state: RequestState | None = None
 
-    async def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+    async def handle(self, req: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
         try:
             if which == "request_headers":
-                return [self.on_headers(req.request_headers)]
-            if which == "request_body":
-                return [await self.on_body(req.request_body)]
+                yield self.on_headers(req.request_headers)
+            elif which == "request_body":
+                async for resp in self.on_body(req.request_body):
+                    yield resp
+            else:
+                log.warning("policy stage: unexpected %s message", which)
         except GatewayError as e:
             style = self.endpoint.style if self.endpoint else ErrorStyle.OPENAI
-            return [error_response(e, style)]
-        log.warning("policy stage: unexpected %s message", which)
-        return []
+            yield error_response(e, style)
 
     def on_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
         self.headers = h = to_dict(msg.headers)
@@ -108,7 +121,7 @@ class PolicyStream:
         resp.request_headers.SetInParent()
         return resp
 
-    async def on_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
+    async def on_body(self, msg: pb.HttpBody) -> AsyncIterator[pb.ProcessingResponse]:
         ep = self.endpoint
         assert ep is not None and ep.api is not None
         if len(msg.body) > self.gw.config.limits.max_request_body_bytes:
@@ -134,7 +147,11 @@ class PolicyStream:
         reservation = None
         if quotas.applies(model):
             caller = identify(identity, self.headers, ep.api, body)
-            reservation = await quotas.admit(caller, model, ep.api, body)
+            if quotas.may_block(model, len(msg.body)):
+                # Envoy gives each reply message_timeout (0.5 s); a slow Redis or a
+                # huge prompt to count could pass it and become a 504.
+                yield extend_timeout(SLOW_WORK_TIMEOUT)
+            reservation = await quotas.admit(caller, model, ep.api, body, len(msg.body))
 
         set_headers = {ROUTE_HEADER: plan.key}
         request_id = self.headers.get(REQUEST_ID, "")
@@ -165,7 +182,7 @@ class PolicyStream:
         remove = [h for h in (identity.user_header, identity.tenant_header) if h in self.headers]
         common.header_mutation.CopyFrom(mutation(set_headers, remove))
         common.clear_route_cache = True
-        return resp
+        yield resp
 
     def close(self) -> None:
         if self.state is not None:

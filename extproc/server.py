@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,11 +29,7 @@ MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class _Stream(Protocol):
-    # The provider stage answers synchronously (one call per body chunk, no
-    # awaits to pay for); the policy stage may wait on quota state.
-    def handle(
-        self, req: pb.ProcessingRequest
-    ) -> list[pb.ProcessingResponse] | Awaitable[list[pb.ProcessingResponse]]: ...
+    def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]: ...
 
     def close(self) -> None: ...
 
@@ -42,7 +38,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
-    def _stream_for(self, stage: str) -> _Stream | None:
+    def _stream_for(self, stage: str) -> _Stream | PolicyStream | None:
         if stage == "policy":
             return PolicyStream(self.gw)
         if stage.startswith("provider:"):
@@ -63,12 +59,17 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown stage {stage!r}")
             return
         try:
-            async for req in request_iterator:
-                out = stream.handle(req)
-                if not isinstance(out, list):
-                    out = await out
-                for resp in out:
-                    yield resp
+            if isinstance(stream, PolicyStream):
+                # Two messages a request, and it may wait on quota state (and
+                # say so to Envoy before it does): an async generator.
+                async for req in request_iterator:
+                    async for resp in stream.handle(req):
+                        yield resp
+            else:
+                # The provider stage answers each body chunk at once: no awaits to pay for.
+                async for req in request_iterator:
+                    for resp in stream.handle(req):
+                        yield resp
         finally:
             stream.close()
 

@@ -80,6 +80,10 @@ BAD = [
     ),
     ({**copy.deepcopy(BASE), "state": {"redis": {}}}, "state.redis.url: required"),
     (
+        {**copy.deepcopy(BASE), "state": {"redis": {"url": "redis://r", "timeout": "2s"}}},
+        "state.redis.timeout: at most 1s, got '2s'",
+    ),
+    (
         {**copy.deepcopy(BASE), "state": {"on_unavailable": "maybe"}},
         "state.on_unavailable: expected one of: local, closed, open",
     ),

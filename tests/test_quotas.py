@@ -173,6 +173,11 @@ def test_a_request_bigger_than_the_window_says_so(local_gw: GatewayProcess) -> N
         )
     assert "this request alone needs about" in str(caught.value)
     assert "retry-after" not in caught.value.response.headers
+    # A prompt past 64 KiB is counted off the event loop, with Envoy told to wait.
+    with pytest.raises(openai.RateLimitError, match=r"needs about 2000[0-9] tokens"):
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "word " * 20_000}]
+        )
     assert counters(local_gw, "tenant-tokens") and not any(
         k.endswith("tenant=big") for k in local_gw.gateway.local_counters._counters
     )
@@ -213,11 +218,13 @@ def test_sidecars_share_one_redis_budget_exactly(
         b.stop()
 
 
-def _outage_doc(fakes: dict[str, FakeProvider], port: int, mode: str) -> dict[str, Any]:
+def _outage_doc(
+    fakes: dict[str, FakeProvider], port: int, mode: str, timeout: str = "200ms"
+) -> dict[str, Any]:
     doc = quota_doc(
         fakes,
         state={
-            "redis": {"url": f"redis://127.0.0.1:{port}/0", "timeout": "200ms"},
+            "redis": {"url": f"redis://127.0.0.1:{port}/0", "timeout": timeout},
             "on_unavailable": mode,
         },
     )
@@ -270,7 +277,9 @@ def test_a_redis_that_never_answers_costs_one_timeout(fakes: dict[str, FakeProvi
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)
     try:
-        doc = _outage_doc(fakes, silent.getsockname()[1], "local")
+        # Longer than Envoy's 0.5 s per-message timeout: the policy stage must
+        # buy itself time (override_message_timeout) instead of a 504.
+        doc = _outage_doc(fakes, silent.getsockname()[1], "local", timeout="700ms")
         gw = GatewayProcess(doc).start()
         try:
             client = oa(gw).with_options(timeout=httpx.Timeout(10.0))

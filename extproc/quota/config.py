@@ -27,6 +27,7 @@ class Dimension(enum.StrEnum):
 
 
 MONTH = -1.0  # a calendar month (UTC) as a window length
+MAX_REDIS_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +192,16 @@ def _redis(r: Reader, parse_key: Callable[[Reader], KeySource]) -> RedisConfig:
         raise url_r.fail("required: a redis:// URL, or {env: NAME} / {file: PATH} holding one")
     else:
         url = parse_key(url_r)
+    timeout = r.child("timeout").duration(0.1)
+    if timeout > MAX_REDIS_TIMEOUT:
+        # Three of these (pool, connect, reply) must fit in the policy stage's
+        # 5 s; a Redis slower than this is better treated as away.
+        raise r.child("timeout").fail(
+            f"at most {MAX_REDIS_TIMEOUT:g}s, got {r.child('timeout').value!r}"
+        )
     return RedisConfig(
         url=url,
-        timeout=r.child("timeout").duration(0.1),
+        timeout=timeout,
         key_prefix=r.child("key_prefix").string("sidegate:"),
     )
 

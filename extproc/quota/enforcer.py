@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GRACE = 300.0  # a counter outlives its window so late reconciliations still land
+LARGE_BODY = 64 * 1024  # prompts beyond this are counted off the event loop
 _PAUSE_MIN, _PAUSE_MAX = 1.0, 30.0
 
 
@@ -107,15 +108,31 @@ class QuotaEnforcer:
     def applies(self, route: str) -> bool:
         return route in self._routes
 
+    def may_block(self, route: str, body_size: int) -> bool:
+        """Admission could outlast Envoy's per-message timeout: Redis, or a huge prompt."""
+        info = self._routes.get(route)
+        if info is None:
+            return False
+        if self.remote is not None and time.monotonic() >= self._down_until:
+            return True
+        return info.count is not None and body_size > LARGE_BODY
+
     # --- admission --------------------------------------------------------------
 
     async def admit(
-        self, caller: Caller, route: str, api: ClientApi, body: dict[str, Any]
+        self, caller: Caller, route: str, api: ClientApi, body: dict[str, Any], size: int
     ) -> Reservation | None:
+        """Reserve the request in every quota of ``route`` (``size``: body bytes)."""
         info = self._routes.get(route)
         if info is None:
             return None
-        tokens = prompt_tokens(api, body, info.count) if info.count else 0
+        tokens = 0
+        if info.count is not None:
+            if size > LARGE_BODY:
+                # tiktoken releases the GIL: other requests go on meanwhile.
+                tokens = await asyncio.to_thread(prompt_tokens, api, body, info.count)
+            else:
+                tokens = prompt_tokens(api, body, info.count)
         micro = _micro_usd(tokens, info.input_price)
         now = time.time()
         bounds: list[Bound] = []

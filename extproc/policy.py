@@ -8,6 +8,7 @@ it. The parsed request is left in the request table for the provider stage.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -151,7 +152,16 @@ class PolicyStream:
                 # Envoy gives each reply message_timeout (0.5 s); a slow Redis or a
                 # huge prompt to count could pass it and become a 504.
                 yield extend_timeout(SLOW_WORK_TIMEOUT)
-            reservation = await quotas.admit(caller, model, ep.api, body, len(msg.body))
+            admission = asyncio.ensure_future(
+                quotas.admit(caller, model, ep.api, body, len(msg.body))
+            )
+            try:
+                # Shielded: a client that leaves mid-admission must not leave a
+                # reservation behind that nothing will settle.
+                reservation = await asyncio.shield(admission)
+            except asyncio.CancelledError:
+                quotas.abandoned(admission)
+                raise
 
         set_headers = {ROUTE_HEADER: plan.key}
         request_id = self.headers.get(REQUEST_ID, "")

@@ -225,7 +225,19 @@ class QuotaEnforcer:
                 if model is not None
                 else r.micro_usd
             )
-        d_tokens, d_micro = tokens - r.tokens, micro - r.micro_usd
+        self._correct(r, tokens - r.tokens, micro - r.micro_usd)
+
+    def abandoned(self, admission: asyncio.Task[Reservation | None]) -> None:
+        """The caller left while ``admission`` ran: give back what it reserves, if anything."""
+
+        def done(task: asyncio.Task[Reservation | None]) -> None:
+            r = None if task.cancelled() or task.exception() else task.result()
+            if r is not None:
+                self._correct(r, -r.tokens, -r.micro_usd)
+
+        admission.add_done_callback(done)
+
+    def _correct(self, r: Reservation, d_tokens: int, d_micro: int) -> None:
         if not d_tokens and not d_micro:
             return
         if isinstance(r.store, MemoryStore):

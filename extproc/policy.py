@@ -31,6 +31,9 @@ ROUTE_HEADER = "x-sidegate-route"
 # How long the policy stage may take on one message when it has slow work
 # (Envoy's max_message_timeout; its message_timeout is far shorter).
 SLOW_WORK_TIMEOUT = 5.0
+# Work still running after this long asks Envoy for SLOW_WORK_TIMEOUT: half of
+# the 0.5 s message_timeout, so the request reaches Envoy well before it fires.
+SLOW_WORK_AFTER = 0.25
 REQUEST_ID = "x-request-id"
 # Client headers that belong to the Anthropic API and reach Anthropic providers only.
 ANTHROPIC_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -148,20 +151,26 @@ class PolicyStream:
         reservation = None
         if quotas.applies(model):
             caller = identify(identity, self.headers, ep.api, body)
-            if quotas.may_block(model, len(msg.body)):
-                # Envoy gives each reply message_timeout (0.5 s); a slow Redis or a
-                # huge prompt to count could pass it and become a 504.
-                yield extend_timeout(SLOW_WORK_TIMEOUT)
-            admission = asyncio.ensure_future(
-                quotas.admit(caller, model, ep.api, body, len(msg.body))
-            )
-            try:
-                # Shielded: a client that leaves mid-admission must not leave a
-                # reservation behind that nothing will settle.
-                reservation = await asyncio.shield(admission)
-            except asyncio.CancelledError:
-                quotas.abandoned(admission)
-                raise
+            if not quotas.suspends(len(msg.body)):
+                # In-process counters and a small prompt: admission never waits,
+                # so there is no time to buy and no departure mid-way to handle.
+                reservation = await quotas.admit(caller, model, ep.api, body, len(msg.body))
+            else:
+                admission = asyncio.ensure_future(
+                    quotas.admit(caller, model, ep.api, body, len(msg.body))
+                )
+                try:
+                    done, _ = await asyncio.wait({admission}, timeout=SLOW_WORK_AFTER)
+                    if not done:
+                        # Envoy gives each reply message_timeout (0.5 s): a slow Redis
+                        # or a huge prompt to count would become a 504. Ask for more.
+                        yield extend_timeout(SLOW_WORK_TIMEOUT)
+                    # Shielded: a client that leaves mid-admission must not leave a
+                    # reservation behind that nothing will settle.
+                    reservation = await asyncio.shield(admission)
+                except asyncio.CancelledError:
+                    quotas.abandoned(admission)
+                    raise
 
         set_headers = {ROUTE_HEADER: plan.key}
         request_id = self.headers.get(REQUEST_ID, "")

@@ -108,14 +108,9 @@ class QuotaEnforcer:
     def applies(self, route: str) -> bool:
         return route in self._routes
 
-    def may_block(self, route: str, body_size: int) -> bool:
-        """Admission could outlast Envoy's per-message timeout: Redis, or a huge prompt."""
-        info = self._routes.get(route)
-        if info is None:
-            return False
-        if self.remote is not None and time.monotonic() >= self._down_until:
-            return True
-        return info.count is not None and body_size > LARGE_BODY
+    def suspends(self, body_size: int) -> bool:
+        """Admission may wait (on Redis, or on a thread counting a huge prompt)."""
+        return self.remote is not None or body_size > LARGE_BODY
 
     # --- admission --------------------------------------------------------------
 

@@ -16,6 +16,7 @@ timeout, not one per request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 GRACE = 300.0  # a counter outlives its window so late reconciliations still land
 LARGE_BODY = 64 * 1024  # prompts beyond this are counted off the event loop
+CACHED_TEXT = 4096  # characters; longer strings are counted afresh each time
 _PAUSE_MIN, _PAUSE_MAX = 1.0, 30.0
 
 
@@ -256,8 +258,17 @@ class QuotaEnforcer:
 
 
 def _counter(enc: Any) -> Callable[[str], int]:
+    # Chat clients resend the whole conversation, system prompt and tools every
+    # turn: most strings have been counted before. Only short ones are kept,
+    # so the cache stays under a few MiB.
+    @functools.lru_cache(maxsize=1024)
+    def cached(text: str) -> int:
+        return len(enc.encode_ordinary(text))
+
     def count(text: str) -> int:
         # encode_ordinary: text that spells a special token is counted as text.
+        if len(text) <= CACHED_TEXT:
+            return cached(text)
         return len(enc.encode_ordinary(text))
 
     return count

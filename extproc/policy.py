@@ -128,9 +128,12 @@ class PolicyStream:
     async def on_body(self, msg: pb.HttpBody) -> AsyncIterator[pb.ProcessingResponse]:
         ep = self.endpoint
         assert ep is not None and ep.api is not None
-        if len(msg.body) > self.gw.config.limits.max_request_body_bytes:
+        limit = self.gw.config.limits.max_request_body_bytes
+        if len(msg.body) > limit:
             raise GatewayError(
-                413, "request body exceeds the configured limit", code="request_too_large"
+                413,
+                f"request body of {len(msg.body)} bytes exceeds the limit of {limit} bytes",
+                code="request_too_large",
             )
         body, raw = validation.parse(msg.body)
         validation.check(ep.api, body)

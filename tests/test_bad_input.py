@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -97,6 +99,15 @@ def test_body_over_the_limit(fakes: dict[str, FakeProvider]) -> None:
         assert r.status_code == 413 and "4096" in r.json()["error"]["message"]
         r = httpx.post(f"{gw.base}{MESSAGES}", json=dict(big, max_tokens=5), timeout=10)
         assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
+        # Chunked, so no content-length to refuse it early: counted as it arrives.
+        raw = json.dumps(big).encode()
+        r = httpx.post(
+            f"{gw.base}{CHAT}",
+            content=iter([raw[:3000], raw[3000:]]),
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+        assert r.status_code == 413 and "4096" in r.json()["error"]["message"]
         assert not any(f.requests for f in fakes.values())
     finally:
         gw.stop()

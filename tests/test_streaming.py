@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 
@@ -33,3 +35,25 @@ def test_first_chunk_arrives_long_before_the_last(
     assert arrivals[-1] - arrivals[0] >= 1.0
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert sum(g > 0.1 for g in gaps) >= len(gaps) - 1
+
+
+def test_a_request_body_uploaded_slowly_is_served(gateway: GatewayProcess) -> None:
+    # The stages hold the request until its body has arrived: a client that
+    # takes longer than Envoy's per-message timeout to send it must not get a 504.
+    body = b'{"model": "fast", "messages": [{"role": "user", "content": "slow upload"}]}'
+
+    def trickle() -> Iterator[bytes]:
+        for i in range(0, len(body), 16):
+            yield body[i : i + 16]
+            time.sleep(0.2)
+
+    started = time.monotonic()
+    r = httpx.post(
+        f"{gateway.base}/v1/chat/completions",
+        content=trickle(),
+        headers={"content-type": "application/json", "authorization": "Bearer x"},
+        timeout=10,
+    )
+    assert time.monotonic() - started >= 0.8
+    assert r.status_code == 200, r.text
+    assert "slow upload" in r.json()["choices"][0]["message"]["content"]

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,10 @@ class Result:
     rps: float
     ttft_p50_ms: float | None = None
     ttft_p99_ms: float | None = None
+    # CPU time the proxy's processes spent per request (user + system): far
+    # steadier than latency on a shared box, so the number to optimise against.
+    extproc_cpu_ms: float | None = None
+    envoy_cpu_ms: float | None = None
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -117,8 +122,32 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+@dataclass(frozen=True)
+class Processes:
+    """The processes a target runs on, whose CPU time is charged to it."""
+
+    extproc: int | None = None
+    envoy: tuple[int, ...] = ()
+
+
+def _cpu_seconds(pids: Iterable[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        # Fields 14 and 15 (utime, stime), counted after the parenthesised name.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def _measure(
-    target: str, port: int, path: str, body: bytes, concurrency: int, total: int, stream: bool
+    target: str,
+    port: int,
+    path: str,
+    body: bytes,
+    concurrency: int,
+    total: int,
+    stream: bool,
+    procs: Processes = Processes(),
 ) -> Result:
     request = _request(port, path, body)
     # Warm up connections and caches.
@@ -126,11 +155,14 @@ async def _measure(
     latencies: list[float] = []
     ttft: list[float] = []
     per_worker = max(1, total // concurrency)
+    extproc_pids = [procs.extproc] if procs.extproc else []
+    cpu_before = _cpu_seconds(extproc_pids), _cpu_seconds(procs.envoy)
     start = time.perf_counter()
     await asyncio.gather(
         *(_worker(port, request, per_worker, latencies, ttft) for _ in range(concurrency))
     )
     elapsed = time.perf_counter() - start
+    cpu_after = _cpu_seconds(extproc_pids), _cpu_seconds(procs.envoy)
     result = Result(
         target,
         concurrency,
@@ -142,6 +174,11 @@ async def _measure(
     )
     if ttft:
         result.ttft_p50_ms, result.ttft_p99_ms = _pct(ttft, 0.5), _pct(ttft, 0.99)
+    if latencies:
+        if extproc_pids:
+            result.extproc_cpu_ms = (cpu_after[0] - cpu_before[0]) * 1000 / len(latencies)
+        if procs.envoy:
+            result.envoy_cpu_ms = (cpu_after[1] - cpu_before[1]) * 1000 / len(latencies)
     return result
 
 
@@ -287,8 +324,9 @@ def _table(results: list[Result]) -> str:
     base = {(r.target, r.concurrency, r.stream): r for r in results}
     rows = [
         "| target | conc. | stream | p50 ms | p99 ms | req/s | +p50 vs direct | +p99 vs direct "
-        "| +p50 vs Envoy | +p99 vs Envoy | TTFT p50 | TTFT p99 |",
-        "|---|--:|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| +p50 vs Envoy | +p99 vs Envoy | TTFT p50 | TTFT p99 | ext_proc CPU ms/req "
+        "| Envoy CPU ms/req |",
+        "|---|--:|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         d = base.get(("direct", r.concurrency, r.stream))
@@ -298,11 +336,14 @@ def _table(results: list[Result]) -> str:
             return f"{a - getattr(b, attr):+.2f}" if b and target != b.target else ""
 
         ttft = f"{r.ttft_p50_ms:.2f} | {r.ttft_p99_ms:.2f}" if r.ttft_p50_ms is not None else " | "
+        cpu = " | ".join(
+            f"{v:.2f}" if v is not None else "" for v in (r.extproc_cpu_ms, r.envoy_cpu_ms)
+        )
         rows.append(
             f"| {r.target} | {r.concurrency} | {'y' if r.stream else ''} | {r.p50_ms:.2f} | "
             f"{r.p99_ms:.2f} | {r.rps:.0f} | {delta(r.p50_ms, d, 'p50_ms')} | "
             f"{delta(r.p99_ms, d, 'p99_ms')} | {delta(r.p50_ms, e, 'p50_ms')} | "
-            f"{delta(r.p99_ms, e, 'p99_ms')} | {ttft} |"
+            f"{delta(r.p99_ms, e, 'p99_ms')} | {ttft} | {cpu} |"
         )
     return "\n".join(rows)
 
@@ -370,21 +411,32 @@ def main(args: argparse.Namespace) -> int:
                 time.sleep(0.05)
         gateway = running[0][1]
 
-        targets = [("direct", fake_port), ("envoy", envoy_port)] + [
-            (name, port) for name, port, _ in gateways
+        targets = [
+            ("direct", fake_port, Processes()),
+            ("envoy", envoy_port, Processes(envoy=(procs[1].pid,))),
+        ] + [
+            (name, port, Processes(extproc=proc.pid, envoy=tuple(_children(proc.pid))))
+            for (name, port, _), (_, proc, _) in zip(gateways, running, strict=True)
         ]
         stream_body = BODY[:-1] + b', "stream": true}'
 
         async def run_all() -> list[Result]:
             out = []
             for c in args.concurrency:
-                for name, port in targets:
+                for name, port, target_procs in targets:
                     out.append(
                         await _measure(
-                            name, port, "/v1/chat/completions", BODY, c, args.requests, False
+                            name,
+                            port,
+                            "/v1/chat/completions",
+                            BODY,
+                            c,
+                            args.requests,
+                            False,
+                            target_procs,
                         )
                     )
-            for name, port in targets:
+            for name, port, target_procs in targets:
                 out.append(
                     await _measure(
                         name,
@@ -394,6 +446,7 @@ def main(args: argparse.Namespace) -> int:
                         1,
                         max(200, args.requests // 4),
                         True,
+                        target_procs,
                     )
                 )
             return out

@@ -126,7 +126,7 @@ def _pct(values: list[float], q: float) -> float:
 class Processes:
     """The processes a target runs on, whose CPU time is charged to it."""
 
-    extproc: int | None = None
+    extproc: tuple[int, ...] = ()
     envoy: tuple[int, ...] = ()
 
 
@@ -155,14 +155,13 @@ async def _measure(
     latencies: list[float] = []
     ttft: list[float] = []
     per_worker = max(1, total // concurrency)
-    extproc_pids = [procs.extproc] if procs.extproc else []
-    cpu_before = _cpu_seconds(extproc_pids), _cpu_seconds(procs.envoy)
+    cpu_before = _cpu_seconds(procs.extproc), _cpu_seconds(procs.envoy)
     start = time.perf_counter()
     await asyncio.gather(
         *(_worker(port, request, per_worker, latencies, ttft) for _ in range(concurrency))
     )
     elapsed = time.perf_counter() - start
-    cpu_after = _cpu_seconds(extproc_pids), _cpu_seconds(procs.envoy)
+    cpu_after = _cpu_seconds(procs.extproc), _cpu_seconds(procs.envoy)
     result = Result(
         target,
         concurrency,
@@ -175,7 +174,7 @@ async def _measure(
     if ttft:
         result.ttft_p50_ms, result.ttft_p99_ms = _pct(ttft, 0.5), _pct(ttft, 0.99)
     if latencies:
-        if extproc_pids:
+        if procs.extproc:
             result.extproc_cpu_ms = (cpu_after[0] - cpu_before[0]) * 1000 / len(latencies)
         if procs.envoy:
             result.envoy_cpu_ms = (cpu_after[1] - cpu_before[1]) * 1000 / len(latencies)
@@ -415,7 +414,7 @@ def main(args: argparse.Namespace) -> int:
             ("direct", fake_port, Processes()),
             ("envoy", envoy_port, Processes(envoy=(procs[1].pid,))),
         ] + [
-            (name, port, Processes(extproc=proc.pid, envoy=tuple(_children(proc.pid))))
+            (name, port, Processes(extproc=(proc.pid,), envoy=tuple(_children(proc.pid))))
             for (name, port, _), (_, proc, _) in zip(gateways, running, strict=True)
         ]
         stream_body = BODY[:-1] + b', "stream": true}'

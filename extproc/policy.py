@@ -114,11 +114,7 @@ class PolicyStream:
         limit = self.gw.config.limits.max_request_body_bytes
         length = h.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            raise GatewayError(
-                413,
-                f"request body of {length} bytes exceeds the limit of {limit} bytes",
-                code="request_too_large",
-            )
+            raise _too_large(int(length), limit)
         if msg.end_of_stream:
             raise GatewayError(400, "request body is required", code="invalid_request")
         resp = pb.ProcessingResponse()
@@ -130,11 +126,8 @@ class PolicyStream:
         assert ep is not None and ep.api is not None
         limit = self.gw.config.limits.max_request_body_bytes
         if len(msg.body) > limit:
-            raise GatewayError(
-                413,
-                f"request body of {len(msg.body)} bytes exceeds the limit of {limit} bytes",
-                code="request_too_large",
-            )
+            # Chunked uploads have no content-length to refuse them by earlier.
+            raise _too_large(len(msg.body), limit)
         body, raw = validation.parse(msg.body)
         validation.check(ep.api, body)
         model = body["model"]
@@ -209,6 +202,14 @@ class PolicyStream:
     def close(self) -> None:
         if self.state is not None:
             self.gw.release(self.state)
+
+
+def _too_large(size: int, limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"request body of {size} bytes exceeds the limit of {limit} bytes",
+        code="request_too_large",
+    )
 
 
 def _unknown_model(model: str, gw: Gateway) -> GatewayError:

@@ -91,7 +91,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 def _cmd_inject(args: argparse.Namespace) -> int:
     from .inject.annotations import AnnotationError
-    from .inject.offline import dump_documents, inject_documents
+    from .inject.offline import ManifestError, dump_documents, inject_documents
     from .inject.settings import SettingsError, load_settings
 
     if args.inject_command == "serve":
@@ -114,7 +114,7 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         settings = load_settings(args.settings)
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
         docs, notes = inject_documents(text, settings, args.namespace)
-    except (SettingsError, AnnotationError, OSError) as e:
+    except (SettingsError, AnnotationError, ManifestError, OSError) as e:
         print(f"sidegate inject: {e}", file=sys.stderr)
         return 1
     for note in notes:

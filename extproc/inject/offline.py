@@ -101,7 +101,7 @@ def _inject_object(obj: Any, run: _Run, depth: int = 0) -> Any:
     if not isinstance(obj, dict):
         return obj
     kind, api = obj.get("kind"), obj.get("apiVersion")
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    meta: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
     ns = str(meta.get("namespace") or run.namespace)
     name = str(meta.get("name") or meta.get("generateName") or "?")
     if kind == "List":

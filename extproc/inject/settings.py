@@ -14,11 +14,16 @@ import yaml
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 CAPTURE_MODES = ("env", "iptables", "none")
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Kubernetes' own quantity grammar (signed number; binary SI, decimal SI or exponent suffix).
+# apimachinery's regular expression is safe under Go's linear engine but backtracks
+# quadratically in Python on long digit runs. Here every quantifier is possessive
+# (Python 3.11): a failed match never re-reads what a quantifier took, so the time
+# is linear in the value, and the callers cap the length before matching anyway.
+_QUANTITY = re.compile(
+    r"[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++|[KMGTPE]i|[mkMGTPE])?+"
 )
+MAX_QUANTITY = 64  # "9223372036854775807", the int64 maximum, is 19; nobody writes 64
+_DNS1123_CHARS = re.compile(r"[-a-z0-9]++")
 
 
 class SettingsError(ValueError):
@@ -26,15 +31,21 @@ class SettingsError(ValueError):
 
 
 def is_quantity(value: str) -> bool:
-    return bool(_QUANTITY.match(value))
+    return len(value) <= MAX_QUANTITY and _QUANTITY.fullmatch(value) is not None
 
 
 def is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and bool(_DNS1123_LABEL.match(value))
+    return (
+        0 < len(value) <= 63
+        and _DNS1123_CHARS.fullmatch(value) is not None
+        and value[0] != "-"
+        and value[-1] != "-"
+    )
 
 
 def is_dns_subdomain(value: str) -> bool:
-    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
+    # Label by label: one pattern over the whole name would nest quantifiers.
+    return len(value) <= 253 and all(is_dns_label(label) for label in value.split("."))
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,10 +123,21 @@ def _cmd_inject(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_inject_serve(args: argparse.Namespace) -> int:
-    from .inject.webhook import serve
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
-    server = serve(args.host, args.port, args.cert, args.key, args.settings)
+
+def _cmd_inject_serve(args: argparse.Namespace) -> int:
+    from .inject.webhook import Limits, serve
+
+    limits = Limits(max_connections=args.max_connections, max_inflight=args.max_inflight)
+    server = serve(args.host, args.port, args.cert, args.key, args.settings, limits)
     logging.getLogger("sidegate.inject").info(
         "injector webhook on https://%s:%d/inject", args.host, server.server_address[1]
     )
@@ -236,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--cert", default="/etc/sidegate/webhook-tls/tls.crt")
     serve_p.add_argument("--key", default="/etc/sidegate/webhook-tls/tls.key")
     serve_p.add_argument("--settings", help="injector settings YAML, re-read on change")
+    serve_p.add_argument(
+        "--max-connections", type=_positive, default=128, help="open connections served at once"
+    )
+    serve_p.add_argument(
+        "--max-inflight", type=_positive, default=4, help="reviews injected at once; more get 429"
+    )
     probe_p = inject_sub.add_parser("probe", help="check a running webhook end to end")
     probe_p.add_argument("--url", required=True, help="https://<service>.<ns>.svc:443/inject")
     probe_p.add_argument("--ca-file", required=True, help="the CA the API server trusts")

@@ -200,7 +200,11 @@ class Pod:
                     proc.kill()
 
 
-def have_netns() -> bool:
-    return (
-        os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("setpriv") is not None
-    )
+def netns_missing() -> str | None:
+    """What this machine lacks to run pods in namespaces, or None."""
+    if os.geteuid() != 0:
+        return "needs root (network and mount namespaces)"
+    for tool, package in (("ip", "iproute2"), ("setpriv", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"needs {tool} ({package})"
+    return None

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import pytest
 import redis
 
+from tests.ci import skip_or_fail
 from tests.harness import free_port
 
 
@@ -67,6 +66,4 @@ class RedisServer:
 def require_redis() -> None:
     """Real Redis is part of the suite: CI must have it, a laptop may skip."""
     if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing; .ci/run installs it")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        skip_or_fail("redis-server is not installed (apt-get install redis-server)")

@@ -23,11 +23,16 @@ import yaml
 
 from extproc.inject.pod import inject
 from extproc.inject.settings import Settings
-from tests.podsim import PROVIDER_IP, Network, Pod, have_netns, kubelet_volume
+from tests.ci import skip_or_fail
+from tests.podsim import PROVIDER_IP, Network, Pod, kubelet_volume, netns_missing
 
-pytestmark = pytest.mark.skipif(
-    not have_netns(), reason="needs root (network and mount namespaces), iproute2 and util-linux"
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_netns() -> None:
+    missing = netns_missing()
+    if missing:
+        skip_or_fail(missing)
+
 
 APP = r"""
 import json, os, sys, time
@@ -202,10 +207,9 @@ def test_native_pod_streams_and_rotates_keys(cluster: Cluster) -> None:
         pod.stop()
 
 
-@pytest.mark.skipif(
-    shutil.which("iptables-restore") is None, reason="needs iptables (.ci/run installs it)"
-)
 def test_transparent_capture(cluster: Cluster) -> None:
+    if shutil.which("iptables-restore") is None:
+        skip_or_fail("needs iptables (.ci/run installs it)")
     pod, injected = cluster.pod(
         {"sidegate.io/capture": "iptables", "sidegate.io/providers": "openai"}
     )

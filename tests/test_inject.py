@@ -426,3 +426,18 @@ def test_many_problems_are_summarised() -> None:
         inject(pod, "apps", SETTINGS)
     assert len(e.value.problems) == 50
     assert str(e.value).endswith("and 40 more") and len(str(e.value)) < 2000
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"capturePorts": ["http"]}, "capturePorts: expected a list of TCP ports"),
+        ({"capturePorts": [70000]}, "capturePorts: expected a list of TCP ports"),
+        ({"proxyResources": {"limits": "1Gi"}}, "proxyResources.limits: expected a mapping"),
+        ({"excludedNamespaces": [None]}, "excludedNamespaces: expected a list of strings"),
+        ({"extprocResources": {"requests": {"cpu": "1" * 100}}}, "is not a Kubernetes quantity"),
+    ],
+)
+def test_bad_settings_name_the_key(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        parse_settings(doc)

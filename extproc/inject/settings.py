@@ -101,6 +101,8 @@ def _resources(doc: Any, key: str, default: Resources) -> Resources:
     values: dict[str, str | None] = {}
     for part, names in (("requests", ("cpu", "memory")), ("limits", ("cpu", "memory"))):
         section = doc.get(part) or {}
+        if not isinstance(section, dict):
+            raise SettingsError(f"{key}.{part}: expected a mapping with cpu/memory")
         for name in names:
             value = section.get(name)
             if value is None:
@@ -144,6 +146,13 @@ def parse_settings(doc: Any) -> Settings:
     if capture not in CAPTURE_MODES:
         raise SettingsError(f"capture: expected one of {', '.join(CAPTURE_MODES)}")
     ports = tuple(get("capturePorts", list(d.capture_ports), list))
+    if not ports or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports
+    ):
+        raise SettingsError("capturePorts: expected a list of TCP ports")
+    for key in ("providers", "excludedNamespaces"):
+        if not all(isinstance(v, str) for v in doc.get(key) or []):
+            raise SettingsError(f"{key}: expected a list of strings")
     for name, value in [(k, get(k, 0, int)) for k in ("listenPort", "adminPort", "readyPort")]:
         if value and not 0 < value < 65536:
             raise SettingsError(f"{name}: {value} is not a port")

@@ -32,7 +32,12 @@ def test_invariants() -> None:
     b = render_bootstrap(config, "/s.sock")
     listener = b["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["address"] == "127.0.0.1"
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = listener["filter_chains"][0]["filters"]
+    assert [f["name"] for f in filters] == [
+        "envoy.filters.network.connection_limit",
+        "envoy.filters.network.http_connection_manager",
+    ]
+    hcm = filters[-1]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     # No silent bypass: anything the policy stage did not route is refused.
     assert routes[-1]["name"] == "unrouted" and routes[-1]["direct_response"]["status"] == 500

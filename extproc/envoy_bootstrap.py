@@ -206,9 +206,9 @@ def _catch_all(config: GatewayConfig) -> dict[str, Any]:
 def _circuit_breakers(config: GatewayConfig) -> dict[str, Any]:
     """Envoy's defaults (3 retries, 1024 requests) suit a mesh hop, not a gateway.
 
-    Retries are charged to the cluster of a request's first attempt, even when
-    they fail over to another provider (router.cc creates the retry state with
-    that cluster), so the budget is a share of the first provider's requests.
+    With the route refreshing its cluster on retry, Envoy 1.40 charges a retry
+    to the cluster it goes to (tests/test_failover_load.py reads the counters),
+    so the budget is a share of the requests in flight to the fallback.
     """
     cb = config.circuit_breakers
     return {

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Provider
+from .config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
 from .envoy_local_reply import local_reply_config
 from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT
 from .quota.config import Identity
@@ -54,7 +54,17 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _extproc(stage: str, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
+def message_timeout(limits: Limits) -> float:
+    """How long Envoy waits for each processor reply.
+
+    A stage parses (and the provider stage translates) the whole body within
+    one reply, so the wait grows with the largest body allowed: 0.5 s plus 1 s
+    per 16 MiB. A fixed 0.5 s turned a 15 MiB request into a 504.
+    """
+    return 0.5 + limits.max_request_body_bytes / (16 * 1024 * 1024)
+
+
+def _extproc(stage: str, mode: dict[str, str], limits: Limits, **extra: Any) -> dict[str, Any]:
     return {
         _T: f"{_API}.extensions.filters.http.ext_proc.v3.ExternalProcessor",
         "grpc_service": {
@@ -62,14 +72,14 @@ def _extproc(stage: str, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
             "initial_metadata": [{"key": STAGE_METADATA, "value": stage}],
         },
         "failure_mode_allow": False,
-        "message_timeout": "0.5s",
+        "message_timeout": _secs(message_timeout(limits)),
         "max_message_timeout": _secs(SLOW_WORK_TIMEOUT),
         "processing_mode": mode,
         **extra,
     }
 
 
-def _policy_filter(identity: Identity) -> dict[str, Any]:
+def _policy_filter(identity: Identity, limits: Limits) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _extproc(
@@ -80,6 +90,7 @@ def _policy_filter(identity: Identity) -> dict[str, Any]:
                 "response_header_mode": "SKIP",
                 "response_body_mode": "NONE",
             },
+            limits,
             route_cache_action="DEFAULT",
             # Cookies and the like are of no use to the policy and cost bytes per request.
             forward_rules={
@@ -104,7 +115,7 @@ def _policy_filter(identity: Identity) -> dict[str, Any]:
     }
 
 
-def _provider_filter(provider: Provider) -> dict[str, Any]:
+def _provider_filter(provider: Provider, limits: Limits) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _extproc(
@@ -116,6 +127,7 @@ def _provider_filter(provider: Provider) -> dict[str, Any]:
                 "response_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_trailer_mode": "SEND",  # required with FULL_DUPLEX_STREAMED
             },
+            limits,
             request_attributes=["upstream.request_attempt_count"],
             mutation_rules={"disallow_is_error": True},
             forward_rules={
@@ -233,7 +245,7 @@ def _provider_cluster(provider: Provider, config: GatewayConfig) -> dict[str, An
         _T: f"{_API}.extensions.upstreams.http.v3.HttpProtocolOptions",
         "common_http_protocol_options": {"idle_timeout": "60s"},
         "http_filters": [
-            _provider_filter(provider),
+            _provider_filter(provider, config.limits),
             {
                 "name": "envoy.filters.http.upstream_codec",
                 "typed_config": {
@@ -402,7 +414,7 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         "http2_protocol_options": {"max_concurrent_streams": limits.max_streams_per_connection},
         "local_reply_config": local_reply_config(config.limits.max_request_body_bytes),
         "http_filters": [
-            _policy_filter(config.quota.identity),
+            _policy_filter(config.quota.identity, config.limits),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {

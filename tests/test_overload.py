@@ -217,3 +217,40 @@ def test_connections_past_the_limit_are_closed(fakes: dict[str, FakeProvider]) -
         for s in idle:
             s.close()
         gw.stop()
+
+
+def test_a_processor_outage_is_an_error_in_the_callers_format(
+    fakes: dict[str, FakeProvider],
+) -> None:
+    gw = GatewayProcess(gateway_doc(fakes)).start()
+    try:
+        asyncio.run_coroutine_threadsafe(gw.server.stop(0), gw.loop).result(5)
+        r = httpx.post(f"{gw.base}{CHAT}", json={"model": "fast", "messages": []}, timeout=10)
+        assert r.status_code == 500 and r.json()["error"]["code"] == "gateway_error", r.text
+        assert "ext_proc" in r.json()["error"]["message"]
+        r = httpx.post(f"{gw.base}{MESSAGES}", json={"model": "claude"}, timeout=10)
+        assert r.status_code == 500 and r.json()["error"]["type"] == "api_error", r.text
+    finally:
+        gw.stop()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /anthropic/v1/models HTTP/1.0\r\n\r\n", 426),  # Envoy speaks HTTP/1.1 and up
+        (b"GET /anthropic/v1/models HTTP/1.1\r\nhost: x\r\nbad header: y\r\n\r\n", 400),
+    ],
+    ids=["426", "400"],
+)
+def test_envoys_protocol_refusals_are_json(
+    gateway: GatewayProcess, request_bytes: bytes, status: int
+) -> None:
+    with _open(gateway, request_bytes) as s:
+        got, headers, raw = _read_reply(s)
+    assert got == status and headers["content-type"] == "application/json", raw[:300]
+    # Refused before Envoy has a request to read the path from: OpenAI's format.
+    err = json.loads(raw)["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] == "invalid_request"
+    assert err["message"].startswith(
+        "sidegate: " + ("Upgrade Required" if status == 426 else "Bad")
+    )

@@ -27,6 +27,10 @@ RETRY_AFTER_SECONDS = 1
 _ENVOY_MADE = (
     "!(response.code_details.startsWith('sidegate_') || response.code_details == 'direct_response')"
 )
+# The processor did not answer in time: it is saturated (or hung), which is
+# overload, not a slow provider. Shed it as a 503 with Retry-After, as the SDKs
+# back off on; the request went to no provider unless its response had begun.
+_PROCESSOR_TIMEOUT = "response.code_details == 'ext_proc_error_per-message_timeout_exceeded'"
 _CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _DETAILS = "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)"
 
@@ -34,12 +38,15 @@ _DETAILS = "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)"
 def _status(op: str, code: int) -> dict[str, Any]:
     return {
         "status_code_filter": {
-            "comparison": {"op": op, "value": {"default_value": code, "runtime_key": "sidegate.x"}}
+            "comparison": {
+                "op": op,
+                "value": {"default_value": code, "runtime_key": "sidegate.local_reply"},
+            }
         }
     }
 
 
-def _filter(style: ErrorStyle, status: dict[str, Any]) -> dict[str, Any]:
+def _filter(style: ErrorStyle, status: dict[str, Any], expression: str) -> dict[str, Any]:
     filters: list[dict[str, Any]] = [
         status,
         {
@@ -47,7 +54,7 @@ def _filter(style: ErrorStyle, status: dict[str, Any]) -> dict[str, Any]:
                 "name": "envoy.access_loggers.extension_filters.cel",
                 "typed_config": {
                     "@type": _CEL_FILTER,
-                    "expression": _ENVOY_MADE,
+                    "expression": expression,
                 },
             }
         },
@@ -76,11 +83,15 @@ def _mapper(
     message: str,
     code: str,
     retry_after: bool = False,
+    expression: str = _ENVOY_MADE,
+    status_code: int | None = None,
 ) -> dict[str, Any]:
     mapper: dict[str, Any] = {
-        "filter": _filter(style, status),
+        "filter": _filter(style, status, expression),
         "body_format_override": {"json_format": _body(style, typical, message, code)},
     }
+    if status_code is not None:
+        mapper["status_code"] = status_code
     if retry_after:
         mapper["headers_to_add"] = [
             {
@@ -97,6 +108,16 @@ def _style_mappers(style: ErrorStyle, max_body_bytes: int) -> list[dict[str, Any
         "(limits.max_request_body_bytes)"
     )
     return [
+        _mapper(
+            style,
+            _status("EQ", 504),
+            503,
+            "sidegate: overloaded, retry later (the gateway's processor did not answer in time)",
+            "overloaded",
+            retry_after=True,
+            expression=_PROCESSOR_TIMEOUT,
+            status_code=503,
+        ),
         _mapper(style, _status("EQ", 413), 413, too_large, "request_too_large"),
         _mapper(
             style,

@@ -254,3 +254,27 @@ def test_envoys_protocol_refusals_are_json(
     assert err["message"].startswith(
         "sidegate: " + ("Upgrade Required" if status == 426 else "Bad")
     )
+
+
+@pytest.mark.parametrize("path", [CHAT, MESSAGES])
+def test_a_saturated_processor_sheds_with_a_503_and_retry_after(
+    fakes: dict[str, FakeProvider], path: str
+) -> None:
+    gw = GatewayProcess(gateway_doc(fakes)).start()
+    try:
+        # The processor's event loop stalls past Envoy's wait for a reply
+        # (1.5 s with the default body limit), as it does when saturated.
+        gw.loop.call_soon_threadsafe(time.sleep, 3)
+        start = time.monotonic()
+        r = httpx.post(f"{gw.base}{path}", json={"model": "claude", "max_tokens": 5}, timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert time.monotonic() - start < 2.9
+        body = r.json()
+        if path == MESSAGES:
+            assert body["type"] == "error" and body["error"]["type"] == "overloaded_error"
+        else:
+            assert body["error"]["code"] == "overloaded"
+        assert "did not answer in time" in body["error"]["message"]
+        assert not any(f.requests for f in fakes.values())
+    finally:
+        gw.stop()

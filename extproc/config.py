@@ -109,11 +109,17 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 5.0
-    # No byte from the provider for this long (before its first byte or between
-    # two chunks) fails the attempt over to the next group.
+    # An attempt whose response has not started after this long fails over to
+    # the next group. Once the response has started it no longer applies.
     first_byte: float = 60.0
-    # Silence allowed between two chunks of a stream, client side.
+    # Silence allowed on a request, in either direction: between two chunks of
+    # a streamed response as the client sees them, or of an uploaded body.
     stream_idle: float = 300.0
+    # A client must send its request headers within this long of connecting
+    # (or of its previous request on a kept-alive connection).
+    request_headers: float = 10.0
+    # A client must send its whole request, headers and body, within this long.
+    request: float = 60.0
     retry_base: float = 0.25
     retry_max: float = 2.0
     # Retry-After values above this are ignored by Envoy (the back-off applies).
@@ -127,9 +133,48 @@ class Listen:
     admin_port: int = 0  # 0: an ephemeral port, published through --admin-address-path
 
 
+# What the ext_proc path can carry in one message: Envoy buffers up to this for
+# a stream to the processor, and the processor's gRPC cap is above it. The
+# request body travels whole (BUFFERED) to both stages, so it must fit with
+# room for headers, attributes and the provider stage's translation.
+EXTPROC_MESSAGE_BYTES = 32 * 1024 * 1024
+BODY_HEADROOM_BYTES = 1024 * 1024
+MAX_BODY_CEILING = EXTPROC_MESSAGE_BYTES - BODY_HEADROOM_BYTES
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
+    # The one size setting: Envoy's buffers (listener, route, retries) are
+    # derived from it, and a bigger body is refused in the caller's format.
     max_request_body_bytes: int = 16 * 1024 * 1024
+    max_request_headers_kb: int = 96
+    # Downstream connections the listener holds at once; more are closed.
+    max_connections: int = 2048
+    # Concurrent streams per HTTP/2 client connection.
+    max_streams_per_connection: int = 128
+
+    @property
+    def body_buffer_bytes(self) -> int:
+        """What Envoy may buffer for one request: the body limit plus headroom."""
+        return self.max_request_body_bytes + BODY_HEADROOM_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakers:
+    """Per-provider limits, sized for one pod's traffic rather than Envoy's defaults.
+
+    Envoy's default of 3 concurrent retries per cluster turns failover off under
+    load; a retry budget scales with the requests in flight instead.
+    """
+
+    max_connections: int = 1024
+    max_pending_requests: int = 1024
+    max_requests: int = 1024
+    # Retries in flight may be this share of the requests in flight to the
+    # provider a request started on...
+    retry_budget_percent: float = 100.0
+    # ...but never fewer than this many, so a quiet sidecar can still fail over.
+    min_retry_concurrency: int = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +199,7 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
     envoy: EnvoyOptions = field(default_factory=EnvoyOptions)
     extproc_socket: str | None = None
     quota: QuotaConfig = field(default_factory=QuotaConfig)
@@ -428,6 +474,7 @@ _TOP_FIELDS = [
     "limits",
     "defaults",
     "timeouts",
+    "circuit_breakers",
     "envoy",
     "extproc",
     "quotas",
@@ -469,13 +516,7 @@ def parse_config(doc: Any) -> GatewayConfig:
         admin_port=listen_r.child("admin_port").integer(0, minimum=0, maximum=65535),
     )
 
-    limits_r = root.child("limits")
-    limits_r.mapping(["max_request_body_bytes"], optional=True)
-    limits = Limits(
-        max_request_body_bytes=limits_r.child("max_request_body_bytes").integer(
-            Limits().max_request_body_bytes, minimum=1024, maximum=1 << 30
-        )
-    )
+    limits = _parse_limits(root.child("limits"))
 
     defaults_r = root.child("defaults")
     defaults_r.mapping(["anthropic_max_tokens"], optional=True)
@@ -483,20 +524,8 @@ def parse_config(doc: Any) -> GatewayConfig:
         anthropic_max_tokens=defaults_r.child("anthropic_max_tokens").integer(4096, minimum=1)
     )
 
-    t_r = root.child("timeouts")
-    t_fields = [
-        "connect",
-        "first_byte",
-        "stream_idle",
-        "retry_base",
-        "retry_max",
-        "retry_after_max",
-    ]
-    t_r.mapping(t_fields, optional=True)
-    d = Timeouts()
-    timeouts = Timeouts(**{f: t_r.child(f).duration(getattr(d, f)) for f in t_fields})
-    if timeouts.retry_max < timeouts.retry_base:
-        raise t_r.child("retry_max").fail("must be at least retry_base")
+    timeouts = _parse_timeouts(root.child("timeouts"))
+    circuit_breakers = _parse_circuit_breakers(root.child("circuit_breakers"))
 
     e_r = root.child("envoy")
     e_r.mapping(["concurrency", "log_level", "access_log"], optional=True)
@@ -520,9 +549,94 @@ def parse_config(doc: Any) -> GatewayConfig:
         limits=limits,
         defaults=defaults,
         timeouts=timeouts,
+        circuit_breakers=circuit_breakers,
         envoy=envoy,
         extproc_socket=x_r.child("socket").opt_string(),
         quota=parse_quota_config(root, routes, _parse_key),
+    )
+
+
+def _parse_limits(r: Reader) -> Limits:
+    d = Limits()
+    r.mapping(
+        [
+            "max_request_body_bytes",
+            "max_request_headers_kb",
+            "max_connections",
+            "max_streams_per_connection",
+        ],
+        optional=True,
+    )
+    body_r = r.child("max_request_body_bytes")
+    body = body_r.integer(d.max_request_body_bytes, minimum=1024)
+    if body > MAX_BODY_CEILING:
+        raise body_r.fail(
+            f"{body} bytes is more than the gateway can carry: a body travels whole to the "
+            f"ext_proc service in one message of at most {EXTPROC_MESSAGE_BYTES} bytes, so the "
+            f"largest limit is {MAX_BODY_CEILING} bytes"
+        )
+    return Limits(
+        max_request_body_bytes=body,
+        # Envoy accepts 1-8192 KiB of request headers.
+        max_request_headers_kb=r.child("max_request_headers_kb").integer(
+            d.max_request_headers_kb, minimum=8, maximum=8192
+        ),
+        max_connections=r.child("max_connections").integer(
+            d.max_connections, minimum=1, maximum=1_000_000
+        ),
+        max_streams_per_connection=r.child("max_streams_per_connection").integer(
+            d.max_streams_per_connection, minimum=1, maximum=2_147_483_647
+        ),
+    )
+
+
+_TIMEOUT_FIELDS = [
+    "connect",
+    "first_byte",
+    "stream_idle",
+    "request_headers",
+    "request",
+    "retry_base",
+    "retry_max",
+    "retry_after_max",
+]
+
+
+def _parse_timeouts(r: Reader) -> Timeouts:
+    r.mapping(_TIMEOUT_FIELDS, optional=True)
+    d = Timeouts()
+    timeouts = Timeouts(**{f: r.child(f).duration(getattr(d, f)) for f in _TIMEOUT_FIELDS})
+    if timeouts.retry_max < timeouts.retry_base:
+        raise r.child("retry_max").fail("must be at least retry_base")
+    return timeouts
+
+
+def _parse_circuit_breakers(r: Reader) -> CircuitBreakers:
+    d = CircuitBreakers()
+    r.mapping(
+        [
+            "max_connections",
+            "max_pending_requests",
+            "max_requests",
+            "retry_budget_percent",
+            "min_retry_concurrency",
+        ],
+        optional=True,
+    )
+    budget_r = r.child("retry_budget_percent")
+    budget = budget_r.number(d.retry_budget_percent)
+    if budget > 100.0:
+        raise budget_r.fail(f"expected a percentage between 0 and 100, got {budget_r.value}")
+    return CircuitBreakers(
+        max_connections=r.child("max_connections").integer(d.max_connections, minimum=1),
+        max_pending_requests=r.child("max_pending_requests").integer(
+            d.max_pending_requests, minimum=1
+        ),
+        max_requests=r.child("max_requests").integer(d.max_requests, minimum=1),
+        retry_budget_percent=budget,
+        min_retry_concurrency=r.child("min_retry_concurrency").integer(
+            d.min_retry_concurrency, minimum=1
+        ),
     )
 
 

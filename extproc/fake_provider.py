@@ -127,6 +127,9 @@ class FakeProvider:
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
     record: bool = True
+    # Requests being answered now, and the most at once (load tests bound retries with it).
+    in_flight: int = 0
+    max_in_flight: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
@@ -211,7 +214,7 @@ class FakeProvider:
                     body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if self.record:
                     self.requests.append(Recorded(method, path, headers, body))
-                keep = await self._respond(writer, method, path, headers, body)
+                keep = await self._respond_counted(writer, method, path, headers, body)
                 if not keep:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
@@ -219,6 +222,21 @@ class FakeProvider:
         finally:
             if not writer.is_closing():
                 writer.close()
+
+    async def _respond_counted(
+        self,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> bool:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._respond(writer, method, path, headers, body)
+        finally:
+            self.in_flight -= 1
 
     async def _send(
         self,

@@ -194,8 +194,8 @@ def _check_content(content: Any, param: str, *, required: bool) -> None:
     if not isinstance(content, list):
         raise _bad(f"'{param}' must be a string or a list of content parts", param)
     for j, part in enumerate(content):
-        if not isinstance(part, dict):
-            raise _bad(f"'{param}[{j}]' must be an object", f"{param}[{j}]")
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _bad(f"'{param}[{j}]' must be an object with a string 'type'", f"{param}[{j}]")
 
 
 def wants_usage(api: ClientApi, body: dict[str, Any]) -> bool:

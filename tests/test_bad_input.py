@@ -112,7 +112,7 @@ def _chat(extra: bytes) -> bytes:
             CHAT,
             {"json": {"model": "fast", "messages": [{"role": "user", "content": ["x"]}]}},
             400,
-            "'messages[0].content[0]' must be an object",
+            "'messages[0].content[0]' must be an object with a string",
         ),
         (CHAT, {"json": {"model": ["fast"], "messages": [{"role": "user"}]}}, 400, "'model'"),
     ],
@@ -300,3 +300,32 @@ def test_echoed_input_is_capped(gateway: GatewayProcess, fakes: dict[str, FakePr
     r = _post(gateway, CHAT, b"{}", **{"content-type": "text/" + "z" * 30_000})
     assert r.status_code == 415 and len(r.content) < 2000
     assert not any(f.requests for f in fakes.values())
+
+
+def test_schema_type_lists_are_counted(fakes: dict[str, FakeProvider]) -> None:
+    """A JSON schema's "type" may be a list: the token estimator once crashed on it (a 500)."""
+    from tests.conftest import gateway_doc
+
+    doc = gateway_doc(fakes)
+    doc["quotas"] = [{"name": "tokens", "window": "1m", "tokens": 1_000_000}]
+    gw = GatewayProcess(doc).start()
+    try:
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"q": {"type": ["string", "null"]}},
+                },
+            },
+        }
+        for model in ("fast", "smart"):
+            r = httpx.post(
+                f"{gw.base}{CHAT}",
+                json={"model": model, "messages": [{"role": "user", "content": "x"}], "tools": [tool]},
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+    finally:
+        gw.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import pytest
@@ -329,3 +330,47 @@ def test_schema_type_lists_are_counted(fakes: dict[str, FakeProvider]) -> None:
             assert r.status_code == 200, r.text
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        # Sent as written (httpx would resolve the dot segments itself).
+        ("POST", "/v1/chat/completions/../embeddings", 404),
+        ("POST", "/anthropic/v1/../../v1/chat/completions", 404),
+        ("POST", "/v1/./chat/completions", 404),
+        ("POST", "/v1//chat/completions", 404),
+        ("POST", "/v1/chat%2Fcompletions", 404),
+        ("PUT", CHAT, 405),
+        ("DELETE", "/v1/models", 405),
+        ("OPTIONS", MESSAGES, 405),
+        ("PATCH", CHAT, 405),
+    ],
+)
+def test_odd_paths_and_methods(
+    gateway: GatewayProcess, fakes: dict[str, FakeProvider], method: str, path: str, status: int
+) -> None:
+    body = b'{"model":"fast","max_tokens":5,"messages":[{"role":"user","content":"x"}]}'
+    with socket.create_connection(("127.0.0.1", gateway.config.listen.port), timeout=10) as s:
+        s.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    head, _, payload = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d" % status), out[:300]
+    # Chunked or not, the error object names the method.
+    assert b'"error"' in payload and method.encode() in payload
+    assert not any(f.requests for f in fakes.values())
+
+
+def test_query_string_never_reaches_a_provider(
+    gateway: GatewayProcess, fakes: dict[str, FakeProvider]
+) -> None:
+    body = {"model": "fast", "messages": [{"role": "user", "content": "x"}]}
+    r = httpx.post(gateway.base + CHAT + "?api-version=1&x=%0d%0a", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    assert fakes["oa"].requests[0].path == "/v1/chat/completions"

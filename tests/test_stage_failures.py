@@ -244,3 +244,26 @@ def test_json_failure_after_headers_is_an_error_body(
         )
     assert r.json()["error"]["code"] == "internal_error", r.text
     assert len(_failures(caplog)) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_provider_stage_response_headers_exception(
+    gateway: GatewayProcess,
+    fakes: dict[str, FakeProvider],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stream: bool,
+) -> None:
+    # Before the response headers went out, Envoy still answers with the
+    # upstream filter's local reply in place of the provider's response.
+    monkeypatch.setattr(OpenAIToOpenAI, "begin_response", _boom)
+    with caplog.at_level(logging.ERROR, logger="extproc.server"):
+        r = httpx.post(
+            gateway.base + CHAT,
+            json={"model": "fast", "messages": [{"role": "user", "content": "x"}], "stream": stream},
+            timeout=10,
+        )
+    assert r.status_code == 500, r.text
+    assert r.json()["error"]["code"] == "internal_error"
+    assert len(_failures(caplog)) == 1
+    assert len(fakes["oa"].requests) == 1  # one attempt: a local reply is not retried

@@ -374,3 +374,20 @@ def test_query_string_never_reaches_a_provider(
     r = httpx.post(gateway.base + CHAT + "?api-version=1&x=%0d%0a", json=body, timeout=10)
     assert r.status_code == 200, r.text
     assert fakes["oa"].requests[0].path == "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    ("raw", "depth"),
+    [
+        (b'{"a":"' + b"[" * 100 + b'"}', None),  # brackets in a string are text
+        (b'{"a":"\\"' + b"[" * 100 + b'"}', None),  # after an escaped quote, still text
+        (b'{"a":"\\\\","b":' + b"[" * 70 + b"]" * 70 + b"}", 71),  # \\ ends no string
+        (b'{"a":"\\u005b' + b"{" * 100 + b'"}', None),
+        (b"[" * 65 + b"]" * 65, 65),
+        (b"[" * 64 + b"]" * 64, None),
+    ],
+)
+def test_depth_scan(raw: bytes, depth: int | None) -> None:
+    from extproc.rawjson import depth_over
+
+    assert depth_over(raw, 64) == depth

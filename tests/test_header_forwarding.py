@@ -12,6 +12,7 @@ import pytest
 
 from extproc.config import ConfigError, parse_config
 from extproc.fake_provider import FakeProvider
+from extproc.forwarding import HeaderFilter, bad_value
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess
 
@@ -176,3 +177,24 @@ def test_forward_headers_config_errors(
     with pytest.raises(ConfigError) as info:
         parse_config(doc)
     assert info.value.path == where and needle in info.value.message, str(info.value)
+
+
+def test_header_filter_classes() -> None:
+    f = HeaderFilter(allow=["x-stainless-*", "x-forwarded-for"], deny=["user-agent", "x-b3-*"])
+    assert f.forwarded(":path") and f.forwarded("x-request-id") and f.forwarded("content-length")
+    assert f.forwarded("x-stainless-os") and f.forwarded("x-forwarded-for")
+    assert f.forwarded("traceparent") and f.forwarded("anthropic-beta")
+    assert not f.forwarded("user-agent") and not f.forwarded("x-b3-traceid")
+    assert not f.forwarded("x-forwarded-host") and not f.forwarded("x-internal")
+    assert not f.forwarded("x-sidegate-user") and not f.forwarded("x-envoy-foo")
+    # x-forwarded-proto is Envoy's to route by: the route removes it, not the stage.
+    assert f.removals(["x-forwarded-proto", "x-internal", "accept"]) == ["x-internal"]
+    assert f.route_removals() == ["x-forwarded-proto"]
+    assert HeaderFilter(allow=["x-forwarded-*"]).route_removals() == []
+
+
+def test_control_characters_are_found() -> None:
+    assert bad_value({"a": "ok\tfine", "b": "caf\xe9"}) is None
+    assert bad_value({"a": "ok", "b": "x\ry"}) == "b"
+    assert bad_value({"a": "x\ny"}) == "a"
+    assert bad_value({"a": "x\x00y"}) == "a"

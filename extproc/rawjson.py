@@ -16,8 +16,6 @@ from typing import Any
 _WS = re.compile(r"[ \t\n\r]*")
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
-# A quoted run, or an unterminated one: brackets inside are text, not structure.
-_QUOTED = re.compile(rb'"[^"]*"?')
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 # A \uD800-\uDFFF escape; may match an escaped backslash followed by "uD800",
 # so a hit only means "look closer".
@@ -39,11 +37,12 @@ def depth_over(raw: bytes, limit: int) -> int | None:
     """
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return None  # the common case, at the cost of two memchr-speed scans
-    # Drop escapes (so an escaped quote ends nothing), keep only quotes and
-    # brackets, then drop quoted runs: what is left is the structure.
+    # Drop escapes (so an escaped quote ends nothing) and all but quotes and
+    # brackets; then every other run between quotes is inside a string (an
+    # unterminated last one included): what is left is the structure.
     if b"\\" in raw:
         raw = _ESCAPE.sub(b"", raw)
-    shape = _QUOTED.sub(b"", raw.translate(None, _NOT_STRUCTURE))
+    shape = b"".join(raw.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
     depth = max(itertools.accumulate(map(_STEP.__getitem__, shape)), default=0)
     return depth if depth > limit else None
 

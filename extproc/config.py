@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from . import forwarding
 from .quota.config import QuotaConfig, parse_quota_config
 
 
@@ -191,6 +192,14 @@ class EnvoyOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardHeaders:
+    """The app's headers that reach providers beyond the built-in classes (see ``forwarding``)."""
+
+    allow: tuple[str, ...] = ()  # names, or prefixes ending in "*"
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     providers: Mapping[str, Provider]
     models: Mapping[str, Model]
@@ -203,6 +212,7 @@ class GatewayConfig:
     envoy: EnvoyOptions = field(default_factory=EnvoyOptions)
     extproc_socket: str | None = None
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -481,7 +491,29 @@ _TOP_FIELDS = [
     "identity",
     "state",
     "tokenizer",
+    "forward_headers",
 ]
+
+
+def _parse_forward_headers(root: Reader) -> ForwardHeaders:
+    r = root.child("forward_headers")
+    r.mapping(["allow", "deny"], optional=True)
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("allow", "deny"):
+        patterns: list[str] = []
+        for item in r.child(key).elements():
+            pattern = item.string().lower()
+            if not forwarding.PATTERN.match(pattern):
+                raise item.fail(
+                    f"expected a header name or a prefix ending in '*', got {pattern!r}"
+                )
+            if key == "allow" and (why := forwarding.never_reason(pattern)):
+                raise item.fail(f"{pattern!r} is never forwarded: {why}")
+            if key == "deny" and pattern in forwarding.FRAMING:
+                raise item.fail(f"{pattern!r} is always forwarded: sidegate and Envoy need it")
+            patterns.append(pattern)
+        lists[key] = tuple(patterns)
+    return ForwardHeaders(allow=lists["allow"], deny=lists["deny"])
 
 
 def parse_config(doc: Any) -> GatewayConfig:
@@ -553,6 +585,7 @@ def parse_config(doc: Any) -> GatewayConfig:
         envoy=envoy,
         extproc_socket=x_r.child("socket").opt_string(),
         quota=parse_quota_config(root, routes, _parse_key),
+        forward_headers=_parse_forward_headers(root),
     )
 
 

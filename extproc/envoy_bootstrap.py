@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from . import forwarding
 from .config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
 from .envoy_local_reply import local_reply_config
 from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT
@@ -92,25 +93,17 @@ def _policy_filter(identity: Identity, limits: Limits) -> dict[str, Any]:
             },
             limits,
             route_cache_action="DEFAULT",
-            # Cookies and the like are of no use to the policy and cost bytes per request.
+            # Every header but the credentials: the stage decides which of the
+            # app's headers go on (see forwarding.py), so it must see their
+            # names. The credentials never go on; the routes remove them.
             forward_rules={
-                "allowed_headers": {
-                    "patterns": [
-                        {"exact": h}
-                        for h in (
-                            ":path",
-                            ":method",
-                            "content-type",
-                            "content-length",
-                            "x-request-id",
-                            "anthropic-version",
-                            "anthropic-beta",
-                            identity.user_header,
-                            identity.tenant_header,
-                        )
-                    ]
+                "disallowed_headers": {
+                    "patterns": [{"exact": h} for h in sorted(forwarding.CREDENTIALS)]
                 }
             },
+            # Envoy drops the x-envoy-* headers it knows from a client, not
+            # others (x-envoy-foo reached providers): the stage removes them.
+            mutation_rules={"allow_envoy": True},
         ),
     }
 
@@ -162,7 +155,13 @@ def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
                 {"name": ROUTE_HEADER, "string_match": {"exact": plan.key}},
             ],
         },
-        "request_headers_to_remove": [ROUTE_HEADER],
+        "request_headers_to_remove": [
+            ROUTE_HEADER,
+            *sorted(forwarding.CREDENTIALS),
+            *forwarding.HeaderFilter(
+                config.forward_headers.allow, config.forward_headers.deny
+            ).route_removals(),
+        ],
         "request_body_buffer_limit": config.limits.body_buffer_bytes,
         "route": {
             "timeout": "0s",  # streams may run long; idle timers bound silence instead

@@ -32,7 +32,9 @@ def _walk(value: Any, count: Counter) -> int:
     if isinstance(value, list):
         return sum(_walk(v, count) for v in value)
     if isinstance(value, dict):
-        if value.get("type") in _BINARY_TYPES:
+        kind = value.get("type")
+        # A JSON schema's "type" may be a list (["string", "null"]): unhashable.
+        if isinstance(kind, str) and kind in _BINARY_TYPES:
             return IMAGE_TOKENS
         return sum(_walk(v, count) for k, v in value.items() if k not in _STRUCTURAL)
     return 0

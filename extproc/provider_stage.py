@@ -14,7 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from .apis import ErrorStyle
 from .config import Provider, ProviderApi
-from .errors import GatewayError
+from .errors import GatewayError, internal, render, render_stream_event
 from .gateway import Gateway
 from .headers import mutation, to_dict
 from .keys import MissingKey
@@ -22,6 +22,7 @@ from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
 from .routing import model_for_attempt
 from .state import RequestState
 from .translate import AttemptContext, Exchange, exchange_for
+from .translate.exchange import Mode
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ ATTEMPT_ATTR = "upstream.request_attempt_count"
 # provider's is set, so neither the app's placeholder key nor an earlier
 # attempt's key ever reaches a provider.
 AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
-# Headers that mean something to one provider API only.
-OPENAI_ONLY = ("openai-organization", "openai-project")
+# Headers that mean something to one provider API only (openai-organization
+# and openai-project never get this far: see ``forwarding``).
+OPENAI_ONLY = ("openai-beta",)
 
 
 def _attempt(req: pb.ProcessingRequest) -> int:
@@ -53,9 +55,26 @@ class ProviderStream:
         self.exchange: Exchange | None = None
         self.model_name: str | None = None
         self._finished = False
+        self._failed = False  # a message raised; the client got an error
+        self._headers_out = False  # the response status went to the client
+        self._body_out = False  # and some of its body
 
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
+        if self._failed:
+            # The client already has its error and the end of its response.
+            return [_trailers()] if which == "response_trailers" else []
+        out = self._dispatch(req, which)
+        if which == "response_headers":
+            self._headers_out = True
+        elif which == "response_body" and out:
+            sent = out[0].response_body.response.body_mutation.streamed_response.body
+            self._body_out |= bool(sent)
+        return out
+
+    def _dispatch(
+        self, req: pb.ProcessingRequest, which: str | None
+    ) -> list[pb.ProcessingResponse]:
         if which == "response_body":
             out = self.on_response_body(req.response_body)
             return [out] if out is not None else []
@@ -69,6 +88,34 @@ class ProviderStream:
             return self.on_response_trailers()
         log.warning("provider stage: unexpected %s message", which)
         return []
+
+    @property
+    def request_id(self) -> str:
+        return self.state.id if self.state is not None else ""
+
+    def fail(self, which: str | None) -> list[pb.ProcessingResponse]:
+        """The answer after handling ``which`` raised: the caller's error, then the end.
+
+        Before the response headers went out, a local reply (Envoy sends it in
+        place of the provider's response; it is not retried). After, the status
+        is spent: the error goes in the body (an SSE error event on a stream,
+        an error object if no byte went out yet) and the body ends there.
+        """
+        self._failed = True
+        style = self.state.api.error_style if self.state is not None else ErrorStyle.OPENAI
+        err = internal(self.request_id)
+        if not self._headers_out:
+            return [error_response(err, style)]
+        self._finish_attempt()
+        if self.exchange is not None and self.exchange.mode is Mode.STREAM:
+            body = render_stream_event(err, style)
+        elif not self._body_out:
+            body = render(err, style)
+        else:
+            body = b""  # half a JSON body went out: nothing appended can mend it
+        if which == "response_trailers":
+            return [_streamed(body, False), _trailers()]
+        return [_streamed(body, True)]
 
     # -- request -----------------------------------------------------------------
 
@@ -208,9 +255,7 @@ class ProviderStream:
             self._finish_attempt()
             if tail:
                 out.append(_streamed(tail, False))
-        resp = pb.ProcessingResponse()
-        resp.response_trailers.SetInParent()
-        out.append(resp)
+        out.append(_trailers())
         return out
 
     def close(self) -> None:
@@ -245,6 +290,12 @@ def _internal(message: str) -> pb.ProcessingResponse:
     return error_response(
         GatewayError(500, f"sidegate: {message}", code="internal"), ErrorStyle.OPENAI
     )
+
+
+def _trailers() -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    resp.response_trailers.SetInParent()
+    return resp
 
 
 def _streamed(body: bytes, eos: bool) -> pb.ProcessingResponse:

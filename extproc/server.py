@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +30,12 @@ MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class _Stream(Protocol):
+    @property
+    def request_id(self) -> str: ...
+
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]: ...
+
+    def fail(self, which: str | None) -> list[pb.ProcessingResponse]: ...
 
     def close(self) -> None: ...
 
@@ -59,19 +65,44 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown stage {stage!r}")
             return
         try:
-            if isinstance(stream, PolicyStream):
-                # Two messages a request, and it may wait on quota state (and
-                # say so to Envoy before it does): an async generator.
-                async for req in request_iterator:
-                    async for resp in stream.handle(req):
-                        yield resp
-            else:
-                # The provider stage answers each body chunk at once: no awaits to pay for.
-                async for req in request_iterator:
-                    for resp in stream.handle(req):
+            async for req in request_iterator:
+                try:
+                    if isinstance(stream, PolicyStream):
+                        # Two messages a request, and it may wait on quota state
+                        # (and say so to Envoy before it does): an async generator.
+                        async for resp in stream.handle(req):
+                            yield resp
+                    else:
+                        # The provider stage answers each body chunk at once: no
+                        # awaits to pay for.
+                        for resp in stream.handle(req):
+                            yield resp
+                except Exception as e:
+                    # A bug or an input no check foresaw: never a dead stream
+                    # (Envoy would answer an empty 500), always an error in
+                    # the caller's format.
+                    which = req.WhichOneof("request")
+                    _log_failure(stage, stream.request_id, which, e)
+                    for resp in stream.fail(which):
                         yield resp
         finally:
             stream.close()
+
+
+def _log_failure(stage: str, request_id: str, which: str | None, exc: Exception) -> None:
+    # The exception's message and the frames' locals may quote the request
+    # (a prompt, a key): log its type and where it was raised, never its text.
+    # The innermost frames only: a RecursionError has a thousand.
+    frames = traceback.extract_tb(exc.__traceback__, limit=-6)
+    where = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+    log.error(
+        "%s stage failed on %s of request %r: %s at %s",
+        stage,
+        which,
+        request_id[:64],
+        type(exc).__name__,
+        where,
+    )
 
 
 def socket_path_default() -> str:

@@ -73,6 +73,8 @@ def gateway_doc(fakes: dict[str, FakeProvider]) -> dict[str, Any]:
             "downgrade": [["claude-sonnet"], ["claude-haiku"]],
         },
         "timeouts": {"first_byte": "1s", "retry_base": "10ms", "retry_max": "50ms"},
+        # The fakes' fault headers are app headers like any other: allowed.
+        "forward_headers": {"allow": ["x-fake-fault-*"]},
     }
 
 

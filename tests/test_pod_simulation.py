@@ -82,6 +82,7 @@ def _config() -> str:
                 "sonnet": {"provider": "anthropic", "id": "claude-sonnet-4-5"},
             },
             "routes": {"fast": [["gpt"]], "claude": [["sonnet"]]},
+            "forward_headers": {"allow": ["x-fake-fault-*"]},
         }
     )
 

@@ -129,7 +129,12 @@ class Exchange(abc.ABC):
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    # A lone surrogate (a provider's "\\ud800" escape; the client's are refused)
+    # can only sit inside a JSON string, where backslashreplace writes it back
+    # as that same escape: valid JSON, and encoding never raises.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "backslashreplace"
+    )
 
 
 def error_text(body: bytes, limit: int = 300) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import PurePath
 from typing import Any
 
 import yaml
@@ -24,10 +25,16 @@ from .routing import RoutePlan, plan_routes
 from .server import STAGE_METADATA
 
 EXTPROC_CLUSTER = "sidegate_extproc"
+ADMIN_SOCKET = "envoy-admin.sock"
+ADMIN_SOCKET_MODE = 0o600
+# Envoy checks the ext_proc with grpc.health.v1 this often; readiness follows.
+EXTPROC_HEALTH_INTERVAL = 1.0
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 RETRIABLE_STATUS = [429, 500, 502, 503, 504, 529]
 # Upstream failures Envoy answers itself; their replies are rewritten into the
 # caller's error format.
+# How Envoy's ext_proc filter details its own error replies (ext_proc down).
+EXTPROC_ERROR_DETAILS = "ext_proc_error"
 UPSTREAM_FAILURE_FLAGS = ["UH", "UF", "UO", "NR", "URX", "UT", "UC", "UR", "UPE"]
 
 _UNROUTED = json.dumps(
@@ -65,6 +72,9 @@ def _extproc(stage: str, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
             "initial_metadata": [{"key": STAGE_METADATA, "value": stage}],
         },
         "failure_mode_allow": False,
+        # The ext_proc is down or failed the stream: the caller may retry (and
+        # the local reply mapper writes it in the caller's format).
+        "status_on_error": {"code": 503},
         "message_timeout": "0.5s",
         "max_message_timeout": _secs(SLOW_WORK_TIMEOUT),
         "processing_mode": mode,
@@ -160,6 +170,49 @@ def _error_mapper(style: ErrorStyle, path_prefix: str | None) -> dict[str, Any]:
             }
         }
     return {"filter": filt, "body_format_override": {"json_format": body}}
+
+
+def _extproc_down_mapper(style: ErrorStyle, path_prefix: str | None) -> dict[str, Any]:
+    """The ext_proc filter's own error reply (empty, no response flag) in the caller's format.
+
+    Only the reply details tell it apart from the ext_proc's deliberate
+    replies, which carry their own body (a quota's 503 among them).
+    """
+    failed: dict[str, Any] = {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                _T: f"{_API}.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": f"response.code_details.startsWith('{EXTPROC_ERROR_DETAILS}')",
+            },
+        }
+    }
+    if path_prefix is None:
+        filt = failed
+    else:
+        path = {"header": {"name": ":path", "string_match": {"prefix": path_prefix}}}
+        filt = {"and_filter": {"filters": [failed, {"header_filter": path}]}}
+    message = "sidegate: the gateway's policy service (ext_proc) is unavailable; retry shortly"
+    if style is ErrorStyle.ANTHROPIC:
+        body: dict[str, Any] = {
+            "type": "error",
+            "error": {"type": "overloaded_error", "message": message},
+        }
+    else:
+        body = {
+            "error": {
+                "message": message,
+                "type": "server_error",
+                "param": None,
+                "code": "extproc_unavailable",
+            }
+        }
+    return {
+        "filter": filt,
+        "status_code": 503,
+        "headers_to_add": [{"header": {"key": "retry-after", "value": "1"}}],
+        "body_format_override": {"json_format": body},
+    }
 
 
 def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
@@ -316,6 +369,19 @@ def extproc_cluster(socket_path: str) -> dict[str, Any]:
                 },
             },
         },
+        # The readiness listener answers 503 while this check fails (ready_listener),
+        # and Envoy waits for its first round before it starts listening.
+        # no_traffic_interval: else an idle cluster is checked once a minute.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": _secs(EXTPROC_HEALTH_INTERVAL),
+                "no_traffic_interval": _secs(EXTPROC_HEALTH_INTERVAL),
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
         "load_assignment": {
             "cluster_name": EXTPROC_CLUSTER,
             "endpoints": [
@@ -383,6 +449,8 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         "common_http_protocol_options": {"idle_timeout": "3600s"},
         "local_reply_config": {
             "mappers": [
+                _extproc_down_mapper(ErrorStyle.ANTHROPIC, "/anthropic/"),
+                _extproc_down_mapper(ErrorStyle.OPENAI, None),
                 _error_mapper(ErrorStyle.ANTHROPIC, "/anthropic/"),
                 _error_mapper(ErrorStyle.OPENAI, None),
             ]
@@ -422,15 +490,26 @@ def provider_clusters(config: GatewayConfig) -> list[dict[str, Any]]:
     return [_provider_cluster(p, config) for p in config.providers.values()]
 
 
-def _admin(port: int) -> dict[str, Any]:
-    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+def admin(socket_path: str) -> dict[str, Any]:
+    """Envoy's admin API on a Unix socket only its own uid may open, never on TCP.
+
+    Any process in the pod shares its loopback: on a port, the app could turn
+    on debug logging (which prints the injected keys) or stop the gateway.
+    """
+    return {"address": {"pipe": {"path": socket_path, "mode": ADMIN_SOCKET_MODE}}}
 
 
-def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
+def admin_socket_beside(extproc_socket: str) -> str:
+    return str(PurePath(extproc_socket).parent / ADMIN_SOCKET)
+
+
+def render_bootstrap(
+    config: GatewayConfig, socket_path: str, admin_socket: str | None = None
+) -> dict[str, Any]:
     """Everything static: what ``sidegate config render`` prints and the tests start."""
     return {
         "node": {"id": "sidegate", "cluster": "sidegate"},
-        "admin": _admin(config.listen.admin_port),
+        "admin": admin(admin_socket or admin_socket_beside(socket_path)),
         "static_resources": {
             "listeners": [app_listener(config)],
             "clusters": [extproc_cluster(socket_path), *provider_clusters(config)],
@@ -438,8 +517,8 @@ def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
     }
 
 
-def render_yaml(config: GatewayConfig, socket_path: str) -> str:
-    return _dump(render_bootstrap(config, socket_path))
+def render_yaml(config: GatewayConfig, socket_path: str, admin_socket: str | None = None) -> str:
+    return _dump(render_bootstrap(config, socket_path, admin_socket))
 
 
 def _dump(doc: dict[str, Any]) -> str:

@@ -453,7 +453,7 @@ async def _drain(gateway: Gateway, admin: EnvoyAdmin, seconds: float) -> None:
     """
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not len(gateway.requests) and not await admin.ready():
+        if not len(gateway.requests) and await admin.stats() is None:
             return
         await asyncio.sleep(0.2)
 

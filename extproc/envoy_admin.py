@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import socket
 import time
 import urllib.parse
@@ -82,6 +83,17 @@ class EnvoyAdmin:
     async def ready(self) -> bool:
         answer = await asyncio.to_thread(request, self.path, "GET", "/ready")
         return answer is not None and answer[0] == 200
+
+    async def listeners(self) -> set[str] | None:
+        """Names of the listeners Envoy has bound (a listener that failed to bind is absent)."""
+        answer = await asyncio.to_thread(request, self.path, "GET", "/listeners?format=json")
+        if answer is None or answer[0] != 200:
+            return None
+        try:
+            statuses = json.loads(answer[1]).get("listener_statuses") or []
+        except ValueError:
+            return None
+        return {str(s.get("name")) for s in statuses if isinstance(s, dict)}
 
     async def drain_listeners(self) -> bool:
         """Stop accepting connections and let open streams finish; Envoy keeps running."""

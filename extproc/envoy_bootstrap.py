@@ -25,6 +25,7 @@ from .routing import RoutePlan, plan_routes
 from .server import STAGE_METADATA
 
 EXTPROC_CLUSTER = "sidegate_extproc"
+APP_LISTENER = "app"
 ADMIN_SOCKET = "envoy-admin.sock"
 ADMIN_SOCKET_MODE = 0o600
 # Envoy checks the ext_proc with grpc.health.v1 this often; readiness follows.
@@ -474,8 +475,11 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         hcm["access_log"] = _access_log()
     listen = config.listen
     return {
-        "name": "app",
+        "name": APP_LISTENER,
         "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
+        # Never share the port with another process (a second sidegate would
+        # silently split the traffic): its bind fails instead.
+        "enable_reuse_port": False,
         "filter_chains": [
             {
                 "filters": [

@@ -36,7 +36,7 @@ import grpc
 from .config import ConfigError, GatewayConfig, Listen
 from .config_watch import ConfigWatcher, digest_of
 from .envoy_admin import EnvoyAdmin
-from .envoy_bootstrap import ADMIN_SOCKET, render_yaml
+from .envoy_bootstrap import ADMIN_SOCKET, APP_LISTENER, render_yaml
 from .envoy_files import EnvoyFiles
 from .gateway import Gateway
 from .server import install_event_loop_policy, start_server
@@ -147,14 +147,16 @@ async def _wait_ready(proc: asyncio.subprocess.Process, admin: EnvoyAdmin, liste
                 f"Envoy exited with status {proc.returncode} during start-up (see its log above)"
             )
         if await admin.ready():
-            if await asyncio.to_thread(_accepts, listen):
-                return
             stats = await admin.stats(_LDS_REJECTED)
             if stats and int(stats.get("listener_manager.lds.update_rejected", "0")):
                 raise RunError(
                     f"Envoy could not listen on {_where(listen)} (see its log above; "
                     "is another program using the port?)"
                 )
+            # A connection alone could reach whoever else holds the port.
+            bound = await admin.listeners()
+            if bound and APP_LISTENER in bound and await asyncio.to_thread(_accepts, listen):
+                return
         await asyncio.sleep(0.05)
     raise RunError(f"Envoy did not accept connections on {_where(listen)} within 30 s")
 

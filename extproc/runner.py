@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import importlib.util
 import logging
 import os
@@ -169,10 +168,10 @@ def _remove_stale_workdirs() -> None:
     """Run dirs of earlier runs that were killed outright (SIGKILL leaves no chance to clean)."""
     for d in Path(tempfile.gettempdir()).glob("sidegate-*"):
         try:
-            if d.owner() != getpass.getuser() or not (d / _PID_FILE).is_file():
+            if d.stat().st_uid != os.getuid() or not (d / _PID_FILE).is_file():
                 continue
             pid = int((d / _PID_FILE).read_text())
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError):
             continue
         try:
             os.kill(pid, 0)

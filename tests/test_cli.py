@@ -228,3 +228,25 @@ def test_run_is_not_ready_when_envoy_cannot_bind(tmp_path: Path) -> None:
     assert f"Envoy could not listen on 127.0.0.1:{port}" in r.stderr
     assert "sidegate ready" not in r.stderr
     assert _run_dirs(tmp_path) == []
+
+
+def test_scripts_run_refuses_when_a_fake_provider_cannot_listen(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 18081))
+        held.listen()
+    except OSError:
+        pass  # someone else holds it: the script must refuse all the same
+    try:
+        r = subprocess.run(
+            [str(root / "scripts" / "run")],
+            env={**os.environ, "SIDEGATE_NO_INSTALL": "1", "TMPDIR": str(tmp_path)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        held.close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "the fake openai provider cannot listen on 127.0.0.1:18081" in r.stderr
+    assert "sidegate ready" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # its temp dir removed, no run dir made

@@ -250,3 +250,24 @@ def test_scripts_run_refuses_when_a_fake_provider_cannot_listen(tmp_path: Path) 
     assert "the fake openai provider cannot listen on 127.0.0.1:18081" in r.stderr
     assert "sidegate ready" not in r.stderr
     assert list(tmp_path.iterdir()) == []  # its temp dir removed, no run dir made
+
+
+def test_config_refuses_log_levels_that_print_keys_and_an_admin_port(tmp_path: Path) -> None:
+    for extra, expected in (
+        ({"envoy": {"log_level": "debug"}}, "envoy.log_level: debug prints request headers"),
+        ({"envoy": {"log_level": "trace"}}, "envoy.log_level: trace prints request headers"),
+        ({"listen": {"admin_port": 15000}}, "listen.admin_port: removed"),
+    ):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(yaml.safe_dump({**_one_provider(), **extra}))
+        r = subprocess.run(
+            [sys.executable, "-m", "extproc.cli", "config", "check", "-c", str(cfg)],
+            capture_output=True, text=True, env={**os.environ, "SG_X": "k"},
+        )  # fmt: skip
+        assert r.returncode == 2 and expected in r.stderr, r.stderr
+    cfg.write_text(yaml.safe_dump({**_one_provider(), "envoy": {"log_level": "info"}}))
+    r = subprocess.run(
+        [sys.executable, "-m", "extproc.cli", "config", "check", "-c", str(cfg)],
+        capture_output=True, text=True, env={**os.environ, "SG_X": "k"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr

@@ -78,11 +78,6 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             stream.close()
 
 
-def socket_path_default() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return str(Path(base) / f"sidegate-{os.getpid()}" / "extproc.sock")
-
-
 async def start_server(gateway: Gateway, socket_path: str) -> grpc.aio.Server:
     """Serve on ``socket_path``, which only this uid may connect to (mode 0600).
 

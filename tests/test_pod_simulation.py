@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from extproc.envoy_admin import request as admin_request
 from extproc.inject.pod import inject
 from extproc.inject.settings import Settings
 from tests.podsim import POD_IP, PROVIDER_IP, Network, Pod, have_netns, kubelet_volume
@@ -266,7 +267,15 @@ def test_legacy_pod_starts_in_order_and_drains_a_stream_on_shutdown(cluster: Clu
             pod._argv(app, [*app["command"], "--long"]), env=pod._env(app),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(1.5)  # the SDK is imported and the stream under way
+        # The stream under way (the SDK's import alone can take seconds on a busy machine).
+        admin = str(pod.volumes["sidegate-run"] / "envoy-admin.sock")
+
+        def streaming() -> bool:
+            assert stream.poll() is None, stream.communicate()
+            answer = admin_request(admin, "GET", "/stats?filter=^http.sidegate.downstream_rq_active$")
+            return answer is not None and answer[1].strip().endswith(": 1")
+
+        _until("the stream under way", streaming, timeout=60)
         pod.procs["sidegate-extproc"].terminate()
         pre_stop = pod.exec(proxy, proxy["lifecycle"]["preStop"]["exec"]["command"], timeout=30)
         assert pre_stop.returncode == 0, pre_stop.stderr

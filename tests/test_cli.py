@@ -20,11 +20,11 @@ from tests.harness import free_port
 
 
 def _start(
-    tmp_path: Path, doc: dict[str, Any], port: int | None = None, name: str = "ready"
+    tmp_path: Path, doc: dict[str, Any], port: int | None = None, name: str = "sidegate"
 ) -> tuple[subprocess.Popen[str], str]:
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(doc))
-    ready = tmp_path / name
+    ready = tmp_path / f"{name}.ready"
     proc = _spawn(tmp_path, cfg, port or free_port(), "--ready-file", str(ready))
     deadline = time.monotonic() + 30
     while not ready.exists():

@@ -48,10 +48,11 @@ def _cmd_extproc(args: argparse.Namespace) -> int:
 
     opts = SidecarOptions(
         socket=args.socket,
+        admin_socket=args.admin_socket,
         envoy_dir=args.envoy_dir,
-        admin_port=args.admin_port,
         ready_port=args.ready_port or None,
         drain_seconds=args.drain_seconds,
+        drain_file=args.drain_file,
     )
     return serve_extproc(_load(args), opts, config_path=args.config)
 
@@ -85,7 +86,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from .envoy_bootstrap import render_yaml
 
-    sys.stdout.write(render_yaml(_load(args), args.socket or "/run/sidegate/extproc.sock"))
+    sys.stdout.write(
+        render_yaml(_load(args), args.socket or "/run/sidegate/extproc.sock", args.admin_socket)
+    )
     return 0
 
 
@@ -205,12 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--envoy-dir",
         help="write Envoy's bootstrap and watched listener/cluster files here (sidecar mode)",
     )
-    p.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port (loopback)")
+    p.add_argument(
+        "--admin-socket",
+        default="/run/sidegate/envoy-admin.sock",
+        help="Envoy's admin Unix socket (mode 0600; Envoy creates it)",
+    )
     p.add_argument(
         "--ready-port", type=int, default=15021, help="Envoy's /ready-only port (0: none)"
     )
     p.add_argument(
         "--drain-seconds", type=float, default=0.0, help="keep serving after SIGTERM while busy"
+    )
+    p.add_argument(
+        "--drain-file", help="when this file appears, drain Envoy's listeners (legacy preStop)"
     )
     p.set_defaults(func=_cmd_extproc)
 
@@ -232,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument(
         "--socket", help="ext_proc socket path to render (default /run/sidegate/extproc.sock)"
+    )
+    p.add_argument(
+        "--admin-socket", help="Envoy admin socket to render (default: beside the ext_proc's)"
     )
     p.set_defaults(func=_cmd_render)
 

@@ -131,7 +131,6 @@ class Timeouts:
 class Listen:
     address: str = "127.0.0.1"
     port: int = 14000
-    admin_port: int = 0  # 0: an ephemeral port, published through --admin-address-path
 
 
 # What the ext_proc path can carry in one message: Envoy buffers up to this for
@@ -540,12 +539,17 @@ def parse_config(doc: Any) -> GatewayConfig:
         routes.setdefault(name, Route(name=name, groups=((Candidate(name),),), retries=1))
 
     listen_r = root.child("listen")
-    listen_r.mapping(["address", "port", "admin_port"], optional=True)
+    listen_doc = doc.get("listen") if isinstance(doc, dict) else None
+    if isinstance(listen_doc, dict) and "admin_port" in listen_doc:
+        raise listen_r.child("admin_port").fail(
+            "removed: Envoy's admin API is a Unix socket in sidegate's run dir, "
+            "never a TCP port (the app could reach a port; see README, Security model)"
+        )
+    listen_r.mapping(["address", "port"], optional=True)
     address = listen_r.child("address").string("127.0.0.1")
     listen = Listen(
         address=address,
         port=listen_r.child("port").integer(14000, minimum=1, maximum=65535),
-        admin_port=listen_r.child("admin_port").integer(0, minimum=0, maximum=65535),
     )
 
     limits = _parse_limits(root.child("limits"))
@@ -562,7 +566,14 @@ def parse_config(doc: Any) -> GatewayConfig:
     e_r = root.child("envoy")
     e_r.mapping(["concurrency", "log_level", "access_log"], optional=True)
     log_level = e_r.child("log_level").string("warning")
-    levels = ("trace", "debug", "info", "warning", "error", "critical", "off")
+    levels = ("info", "warning", "error", "critical", "off")
+    if log_level in ("trace", "debug"):
+        # Envoy's http, router and codec loggers print whole header maps at
+        # debug, the provider keys sidegate injects included.
+        raise e_r.child("log_level").fail(
+            f"{log_level} prints request headers, provider keys included; "
+            f"expected one of: {', '.join(levels)}"
+        )
     if log_level not in levels:
         raise e_r.child("log_level").fail(f"expected one of: {', '.join(levels)}")
     envoy = EnvoyOptions(

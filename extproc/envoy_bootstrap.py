@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import PurePath
 from typing import Any
 
 import yaml
@@ -26,6 +27,11 @@ from .server import STAGE_METADATA
 
 EXTPROC_CLUSTER = "sidegate_extproc"
 EXTPROC_MAX_STREAMS = 100_000
+APP_LISTENER = "app"
+ADMIN_SOCKET = "envoy-admin.sock"
+ADMIN_SOCKET_MODE = 0o600
+# Envoy checks the ext_proc with grpc.health.v1 this often; readiness follows.
+EXTPROC_HEALTH_INTERVAL = 1.0
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 RETRIABLE_STATUS = [429, 500, 502, 503, 504, 529]
 _UNROUTED = json.dumps(
@@ -73,6 +79,9 @@ def _extproc(stage: str, mode: dict[str, str], limits: Limits, **extra: Any) -> 
             "initial_metadata": [{"key": STAGE_METADATA, "value": stage}],
         },
         "failure_mode_allow": False,
+        # The ext_proc is down or failed the stream: the caller may retry (and
+        # the local reply mapper writes it in the caller's format).
+        "status_on_error": {"code": 503},
         "message_timeout": _secs(message_timeout(limits)),
         "max_message_timeout": _secs(SLOW_WORK_TIMEOUT),
         "processing_mode": mode,
@@ -339,6 +348,19 @@ def extproc_cluster(socket_path: str) -> dict[str, Any]:
                 },
             },
         },
+        # The readiness listener answers 503 while this check fails (ready_listener),
+        # and Envoy waits for its first round before it starts listening.
+        # no_traffic_interval: else an idle cluster is checked once a minute.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": _secs(EXTPROC_HEALTH_INTERVAL),
+                "no_traffic_interval": _secs(EXTPROC_HEALTH_INTERVAL),
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
         "load_assignment": {
             "cluster_name": EXTPROC_CLUSTER,
             "endpoints": [
@@ -431,11 +453,14 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         hcm["access_log"] = _access_log()
     listen = config.listen
     return {
-        "name": "app",
+        "name": APP_LISTENER,
         "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
         # The policy stage buffers the whole body before the route is known, on
         # the connection's buffer (a route's limit applies too late).
         "per_connection_buffer_limit_bytes": limits.body_buffer_bytes,
+        # Never share the port with another process (a second sidegate would
+        # silently split the traffic): its bind fails instead.
+        "enable_reuse_port": False,
         "filter_chains": [
             {
                 "filters": [
@@ -463,15 +488,26 @@ def provider_clusters(config: GatewayConfig) -> list[dict[str, Any]]:
     return [_provider_cluster(p, config) for p in config.providers.values()]
 
 
-def _admin(port: int) -> dict[str, Any]:
-    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+def admin(socket_path: str) -> dict[str, Any]:
+    """Envoy's admin API on a Unix socket only its own uid may open, never on TCP.
+
+    Any process in the pod shares its loopback: on a port, the app could turn
+    on debug logging (which prints the injected keys) or stop the gateway.
+    """
+    return {"address": {"pipe": {"path": socket_path, "mode": ADMIN_SOCKET_MODE}}}
 
 
-def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
+def admin_socket_beside(extproc_socket: str) -> str:
+    return str(PurePath(extproc_socket).parent / ADMIN_SOCKET)
+
+
+def render_bootstrap(
+    config: GatewayConfig, socket_path: str, admin_socket: str | None = None
+) -> dict[str, Any]:
     """Everything static: what ``sidegate config render`` prints and the tests start."""
     return {
         "node": {"id": "sidegate", "cluster": "sidegate"},
-        "admin": _admin(config.listen.admin_port),
+        "admin": admin(admin_socket or admin_socket_beside(socket_path)),
         "static_resources": {
             "listeners": [app_listener(config)],
             "clusters": [extproc_cluster(socket_path), *provider_clusters(config)],
@@ -479,8 +515,8 @@ def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
     }
 
 
-def render_yaml(config: GatewayConfig, socket_path: str) -> str:
-    return _dump(render_bootstrap(config, socket_path))
+def render_yaml(config: GatewayConfig, socket_path: str, admin_socket: str | None = None) -> str:
+    return _dump(render_bootstrap(config, socket_path, admin_socket))
 
 
 def _dump(doc: dict[str, Any]) -> str:

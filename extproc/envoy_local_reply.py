@@ -31,6 +31,12 @@ _ENVOY_MADE = (
 # overload, not a slow provider. Shed it as a 503 with Retry-After, as the SDKs
 # back off on; the request went to no provider unless its response had begun.
 _PROCESSOR_TIMEOUT = "response.code_details == 'ext_proc_error_per-message_timeout_exceeded'"
+# The processor's stream failed (down, restarting, or it failed the stream):
+# the ext_proc filter answers status_on_error (503) with these details.
+_PROCESSOR_DOWN = (
+    "response.code_details.startsWith('ext_proc_error') && "
+    "response.code_details != 'ext_proc_error_per-message_timeout_exceeded'"
+)
 _CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _DETAILS = "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)"
 
@@ -117,6 +123,15 @@ def _style_mappers(style: ErrorStyle, max_body_bytes: int) -> list[dict[str, Any
             retry_after=True,
             expression=_PROCESSOR_TIMEOUT,
             status_code=503,
+        ),
+        _mapper(
+            style,
+            _status("EQ", 503),
+            503,
+            "sidegate: the gateway's policy service (ext_proc) is unavailable; retry shortly",
+            "extproc_unavailable",
+            retry_after=True,
+            expression=_PROCESSOR_DOWN,
         ),
         _mapper(style, _status("EQ", 413), 413, too_large, "request_too_large"),
         _mapper(

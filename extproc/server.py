@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
 import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from . import health_service
 from .gateway import Gateway
 from .policy import PolicyStream
 from .provider_stage import ProviderStream
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STAGE_METADATA = "x-sidegate-stage"
 MAX_MESSAGE = 64 * 1024 * 1024
+SOCKET_MODE = 0o600
 
 
 class _Stream(Protocol):
@@ -105,14 +109,16 @@ def _log_failure(stage: str, request_id: str, which: str | None, exc: Exception)
     )
 
 
-def socket_path_default() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return str(Path(base) / f"sidegate-{os.getpid()}" / "extproc.sock")
-
-
 async def start_server(gateway: Gateway, socket_path: str) -> grpc.aio.Server:
+    """Serve on ``socket_path``, which only this uid may connect to (mode 0600).
+
+    The socket hands out provider keys to whoever asks for a request's
+    provider stage, so only Envoy (same uid) may open it. It is bound in a
+    private directory and moved into place once restricted: at its path it
+    never accepts anyone else, whatever the permissions of the directory.
+    """
     path = Path(socket_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         path.unlink()
     server = grpc.aio.server(
@@ -123,7 +129,15 @@ async def start_server(gateway: Gateway, socket_path: str) -> grpc.aio.Server:
         ]
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(Processor(gateway), server)
-    server.add_insecure_port(f"unix:{path}")
+    server.add_generic_rpc_handlers((health_service.handler(),))
+    private = Path(tempfile.mkdtemp(prefix=".extproc-", dir=path.parent))
+    try:
+        bound = private / "s"
+        server.add_insecure_port(f"unix:{bound}")
+        os.chmod(bound, SOCKET_MODE)
+        os.replace(bound, path)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     await server.start()
     log.info("ext_proc listening on unix:%s", path)
     return server

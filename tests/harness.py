@@ -9,13 +9,13 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from extproc.config import GatewayConfig, parse_config
+from extproc.envoy_admin import request as admin_request
 from extproc.envoy_bootstrap import render_yaml
 from extproc.gateway import Gateway
 from extproc.runner import find_envoy
@@ -41,6 +41,7 @@ class GatewayProcess:
         self.completed: list[RequestState] = []
         self.gateway.on_complete(self.completed.append)
         self.socket = str(self.workdir / "extproc.sock")
+        self.admin_socket = str(self.workdir / "envoy-admin.sock")
         self.loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self.envoy: subprocess.Popen[bytes] | None = None
@@ -63,8 +64,7 @@ class GatewayProcess:
         self._thread.start()
         started.wait(10)
         bootstrap = self.workdir / "envoy.yaml"
-        bootstrap.write_text(render_yaml(self.config, self.socket))
-        admin = self.workdir / "admin"
+        bootstrap.write_text(render_yaml(self.config, self.socket, self.admin_socket))
         self.envoy = subprocess.Popen(
             [
                 find_envoy(),
@@ -75,8 +75,6 @@ class GatewayProcess:
                 "1",
                 "--log-level",
                 "warning",
-                "--admin-address-path",
-                str(admin),
             ],
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
@@ -84,14 +82,9 @@ class GatewayProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.envoy.poll() is None, self.log.read_text()
-            if admin.exists() and admin.read_text().strip():
-                try:
-                    with urllib.request.urlopen(
-                        f"http://{admin.read_text().strip()}/ready", timeout=1
-                    ):
-                        return self
-                except OSError:
-                    pass
+            answer = admin_request(self.admin_socket, "GET", "/ready")
+            if answer is not None and answer[0] == 200:
+                return self
             time.sleep(0.05)
         raise AssertionError("Envoy did not become ready:\n" + self.log.read_text())
 

@@ -94,6 +94,9 @@ class Pod:
             )
             if m.get("readOnly"):
                 mounts.append(f"mount -o remount,bind,ro {shlex.quote(m['mountPath'])}")
+        # As in Kubernetes, a container sees its own volumes only: hide the
+        # host directories behind them (the binds above stay visible).
+        mounts.append(f"mount -t tmpfs -o size=64k hidden {shlex.quote(str(self.workdir))}")
         drop = [] if uid == 0 else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
         inner = " && ".join([*mounts, "exec " + shlex.join([*drop, *argv])])
         return [

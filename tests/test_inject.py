@@ -164,8 +164,11 @@ def test_legacy_mode_layout() -> None:
     extproc, proxy, _ = out["spec"]["containers"]
     assert "restartPolicy" not in extproc
     assert extproc["lifecycle"]["postStart"]["exec"]["command"][-2:] == ["--wait", "120"]
-    assert extproc["args"][-2:] == ["--drain-seconds", "20"]
-    assert "drain_listeners" in proxy["lifecycle"]["preStop"]["exec"]["command"][-1]
+    assert extproc["args"][-4:] == [
+        "--drain-seconds", "20", "--drain-file", "/run/sidegate/drain-request"
+    ]  # fmt: skip
+    # The preStop asks the ext_proc to drain Envoy (the admin API is a Unix socket).
+    assert "/run/sidegate/drain-request" in proxy["lifecycle"]["preStop"]["exec"]["command"][-1]
     capture = out["spec"]["initContainers"][1]
     assert capture["args"] == [
         "capture", "install", "--proxy-uid", "1337", "--to-port", "14000", "--ports", "80,8080",

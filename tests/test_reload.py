@@ -158,7 +158,7 @@ def sidecar(tmp_path: Path, fakes: dict[str, FakeProvider]) -> Any:
     cfg.write_text(yaml.safe_dump(doc))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    admin, ready = free_port(), free_port()
+    ready = free_port()
     sidegate = [sys.executable, "-m", "extproc.cli"]
     extproc = subprocess.Popen(
         [
@@ -170,8 +170,8 @@ def sidecar(tmp_path: Path, fakes: dict[str, FakeProvider]) -> Any:
             str(run_dir / "extproc.sock"),
             "--envoy-dir",
             str(run_dir),
-            "--admin-port",
-            str(admin),
+            "--admin-socket",
+            str(run_dir / "envoy-admin.sock"),
             "--ready-port",
             str(ready),
         ],
@@ -215,7 +215,7 @@ def sidecar(tmp_path: Path, fakes: dict[str, FakeProvider]) -> Any:
 
 def test_sidecar_containers_serve_and_reload(sidecar: dict[str, Any]) -> None:
     ready = sidecar["ready"]
-    assert _get(f"http://127.0.0.1:{ready}/ready")[1].strip() == b"LIVE"
+    assert _get(f"http://127.0.0.1:{ready}/ready")[0] == 200
     # The readiness port is not the admin API.
     assert _get(f"http://127.0.0.1:{ready}/stats")[0] == 404
     assert _get(f"http://127.0.0.1:{ready}/quitquitquit")[0] == 404

@@ -76,7 +76,6 @@ class Settings:
     capture: str = "env"
     capture_ports: tuple[int, ...] = (80,)
     listen_port: int = 14000
-    admin_port: int = 15000
     ready_port: int = 15021
     proxy_uid: int = 1337
     concurrency: int = 2
@@ -122,10 +121,14 @@ def parse_settings(doc: Any) -> Settings:
     d = Settings()
     known = {
         "image", "proxyImage", "imagePullPolicy", "nativeSidecars", "providers", "capture",
-        "capturePorts", "listenPort", "adminPort", "readyPort", "proxyUID", "concurrency",
+        "capturePorts", "listenPort", "readyPort", "proxyUID", "concurrency",
         "drainSeconds", "configMap", "configKey", "secretName", "excludedNamespaces",
         "proxyResources", "extprocResources",
     }  # fmt: skip
+    if "adminPort" in doc:
+        raise SettingsError(
+            "adminPort: removed; Envoy's admin API is a Unix socket the app cannot reach"
+        )
     unknown = sorted(set(doc) - known)
     if unknown:
         raise SettingsError(f"unknown injector setting(s): {', '.join(unknown)}")
@@ -153,7 +156,7 @@ def parse_settings(doc: Any) -> Settings:
     for key in ("providers", "excludedNamespaces"):
         if not all(isinstance(v, str) for v in doc.get(key) or []):
             raise SettingsError(f"{key}: expected a list of strings")
-    for name, value in [(k, get(k, 0, int)) for k in ("listenPort", "adminPort", "readyPort")]:
+    for name, value in [(k, get(k, 0, int)) for k in ("listenPort", "readyPort")]:
         if value and not 0 < value < 65536:
             raise SettingsError(f"{name}: {value} is not a port")
     return Settings(
@@ -165,7 +168,6 @@ def parse_settings(doc: Any) -> Settings:
         capture=capture,
         capture_ports=ports,
         listen_port=get("listenPort", d.listen_port, int),
-        admin_port=get("adminPort", d.admin_port, int),
         ready_port=get("readyPort", d.ready_port, int),
         proxy_uid=get("proxyUID", d.proxy_uid, int),
         concurrency=get("concurrency", d.concurrency, int),

@@ -130,6 +130,9 @@ class Listen:
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_request_body_bytes: int = 16 * 1024 * 1024
+    # The most sidegate holds of one provider response: one SSE event it
+    # translates, or an error or JSON body it rewrites whole.
+    max_response_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,11 +473,14 @@ def parse_config(doc: Any) -> GatewayConfig:
     )
 
     limits_r = root.child("limits")
-    limits_r.mapping(["max_request_body_bytes"], optional=True)
+    limits_r.mapping(["max_request_body_bytes", "max_response_bytes"], optional=True)
     limits = Limits(
         max_request_body_bytes=limits_r.child("max_request_body_bytes").integer(
             Limits().max_request_body_bytes, minimum=1024, maximum=1 << 30
-        )
+        ),
+        max_response_bytes=limits_r.child("max_response_bytes").integer(
+            Limits().max_response_bytes, minimum=65536, maximum=256 << 20
+        ),
     )
 
     defaults_r = root.child("defaults")

@@ -123,7 +123,10 @@ def _provider_filter(provider: Provider) -> dict[str, Any]:
             mutation_rules={"disallow_is_error": True},
             forward_rules={
                 "allowed_headers": {
-                    "patterns": [{"exact": h} for h in (":status", "content-type", "x-request-id")]
+                    "patterns": [
+                        {"exact": h}
+                        for h in (":status", "content-type", "content-length", "x-request-id")
+                    ]
                 }
             },
         ),
@@ -408,6 +411,11 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
     return {
         "name": "app",
         "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
+        # Envoy 1.40 dies (SIGSEGV) if the app connection's buffer crosses its
+        # high watermark after the provider's response ended while the
+        # provider stage still hands back bytes; one translated event arrives
+        # in a burst, so the mark sits above the largest event sidegate holds.
+        "per_connection_buffer_limit_bytes": config.limits.max_response_bytes + (1 << 20),
         "filter_chains": [
             {
                 "filters": [

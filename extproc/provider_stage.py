@@ -175,7 +175,7 @@ class ProviderStream:
         resp = pb.ProcessingResponse()
         resp.response_headers.SetInParent()
         # Every key sidegate holds now, not only the one this attempt used: a
-        # rotated-out key can still come back from a provider's cache or logs.
+        # provider can echo any key it ever got from this sidecar.
         self._scrub = Scrubber(k for ring in self.gw.keys.values() for k in ring.values())
         remove: list[str] = list(ACCOUNT_HEADERS)
         if self.exchange is None:

@@ -8,6 +8,7 @@ follow-up request on the same gateway still succeeds.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,9 +16,13 @@ import anthropic
 import openai
 import pytest
 
+from extproc.apis import ClientApi
+from extproc.config import ProviderApi
 from extproc.fake_provider import FakeProvider
+from extproc.translate import exchange_for
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess
+from tests.test_passthrough import _ctx
 
 LIMIT = 10 * 1024 * 1024  # limits.max_response_bytes of this module's gateway
 SIZES = {"200KB": 200 * 1024, "1MB": 1024 * 1024, "8MB": 8 * 1024 * 1024}
@@ -167,3 +172,45 @@ def test_passthrough_streams_are_not_held(big_gateway: GatewayProcess) -> None:
     text = _anthropic_stream(big_gateway, {"x-fake-fault-an": _fault(OVER)})
     assert text.endswith("x" * OVER)
     _alive(big_gateway)
+
+
+# -- the exchange's bounds, without Envoy -----------------------------------------
+
+
+def _exchange(client: ClientApi, provider: ProviderApi) -> Any:
+    raw = '{"model":"m","messages":[],"stream":true}'
+    return exchange_for(_ctx(client, provider, json.loads(raw), raw))
+
+
+def test_passthrough_json_over_the_bound_flows_and_usage_is_still_read() -> None:
+    ex = _exchange(ClientApi.OPENAI_CHAT, ProviderApi.OPENAI)
+    ex.begin_response(200, "application/json", max_bytes=100_000)
+    body = (
+        b'{"choices":[{"message":{"content":"' + b"x" * 300_000 + b'"}}],'
+        b'"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}'
+    )
+    out = b"".join(ex.feed(body[i : i + 16384]) for i in range(0, len(body), 16384))
+    assert out + ex.finish() == body
+    assert len(ex._buf) <= 100_000  # only a bounded tail was kept
+    assert ex.usage is not None and ex.usage.output_tokens == 4
+
+
+def test_anthropic_dialect_error_event() -> None:
+    ex = _exchange(ClientApi.ANTHROPIC_MESSAGES, ProviderApi.ANTHROPIC)
+    event = ex.stream_error("too big")
+    assert event.startswith(b"event: error\ndata: ") and event.endswith(b"\n\n")
+    assert json.loads(event.split(b"data: ", 1)[1]) == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "too big"},
+    }
+
+
+def test_error_body_over_the_bound_keeps_nothing_of_it() -> None:
+    ex = _exchange(ClientApi.OPENAI_CHAT, ProviderApi.ANTHROPIC)
+    ex.begin_response(500, "text/html", max_bytes=100_000)
+    for _ in range(20):
+        assert ex.feed(b"<p>" + b"z" * 16384) == b""
+    assert len(ex._buf) == 0
+    body = json.loads(ex.finish())
+    assert "limits.max_response_bytes" in body["error"]["message"]
+    assert "zzz" not in body["error"]["message"]

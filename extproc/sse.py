@@ -53,8 +53,11 @@ class SSEDecoder:
     ) -> None:
         self.max_event_bytes = max_event_bytes
         self.stream_over = stream_over
-        self._buf = bytearray()  # the event being held, LF line ends
-        self._scanned = 0  # bytes of _buf already searched for a blank line
+        # The event being held, as the pieces it arrived in (LF line ends):
+        # joined once when it completes, so each byte is copied a fixed number
+        # of times however many chunks it came in.
+        self._parts: list[bytes] = []
+        self._held = 0
         self._cr = False  # the last chunk ended in CR: a LF opening the next one is its pair
         self._passing = False  # the current event is too large to hold: its bytes pass on
         self._passed_lf = False  # ... and the last byte passed on was a LF
@@ -66,29 +69,15 @@ class SSEDecoder:
         data = self._normalise(chunk)
         out: list[Event | bytes | EventTooLarge] = []
         pos = 0
-        while pos < len(data):
-            if self._passing:
-                pos = self._pass_on(data, pos, out)
-            else:
-                self._buf += data[pos:] if pos else data
-                pos = len(data)
-                self._split_events(out)
-                if self.failed is not None:
-                    break
-                if self._passing:
-                    # The held part of a large event goes out first; the rest of
-                    # ``data`` was appended already, so nothing is left to scan.
-                    held = bytes(self._buf)
-                    self._buf.clear()
-                    self._scanned = 0
-                    self._passed_lf = held.endswith(b"\n")
-                    out.append(held)
+        while pos < len(data) and self.failed is None:
+            step = self._pass_on if self._passing else self._hold
+            pos = step(data, pos, out)
         return out
 
     @property
     def pending(self) -> bytes:
         """Bytes of an event not yet terminated (at end of stream: a truncated event)."""
-        return bytes(self._buf)
+        return b"".join(self._parts)
 
     def _normalise(self, chunk: bytes) -> bytes:
         if self._cr and chunk.startswith(b"\n"):
@@ -98,29 +87,41 @@ class SSEDecoder:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         return chunk
 
-    def _split_events(self, out: list[Event | bytes | EventTooLarge]) -> None:
-        buf = self._buf
-        start = 0
-        search = max(self._scanned - 1, 0)  # a blank line may straddle the last feed
+    def _hold(self, data: bytes, pos: int, out: list[Event | bytes | EventTooLarge]) -> int:
+        """Complete the held event and any whole ones in ``data``; hold the rest."""
+        if self._parts and self._parts[-1].endswith(b"\n") and data.startswith(b"\n", pos):
+            self._emit(data[pos : pos + 1], out)  # the blank line straddled two chunks
+            pos += 1
         while True:
-            end = buf.find(b"\n\n", search)
+            end = data.find(b"\n\n", pos)
             if end < 0:
                 break
-            raw = bytes(buf[start : end + 2])
-            start = search = end + 2
-            event = _parse(raw)
-            if event is not None:
-                out.append(event)
-        if start:
-            del buf[:start]
-        self._scanned = len(buf)
-        if self.stream_over is not None and len(buf) > self.stream_over:
+            self._emit(data[pos : end + 2], out)
+            pos = end + 2
+        if pos < len(data):
+            rest = data[pos:] if pos else data
+            self._parts.append(rest)
+            self._held += len(rest)
+        if self.stream_over is not None and self._held > self.stream_over:
+            # The held part of a large event goes out first; the rest of it
+            # flows on as it arrives.
+            held = b"".join(self._parts)
+            self._parts, self._held = [], 0
             self._passing = True
-        elif len(buf) > self.max_event_bytes:
-            self.failed = EventTooLarge(len(buf), self.max_event_bytes)
+            self._passed_lf = held.endswith(b"\n")
+            out.append(held)
+        elif self._held > self.max_event_bytes:
+            self.failed = EventTooLarge(self._held, self.max_event_bytes)
             out.append(self.failed)
-            buf.clear()
-            self._scanned = 0
+            self._parts, self._held = [], 0
+        return len(data)
+
+    def _emit(self, last: bytes, out: list[Event | bytes | EventTooLarge]) -> None:
+        raw = b"".join((*self._parts, last)) if self._parts else last
+        self._parts, self._held = [], 0
+        event = _parse(raw)
+        if event is not None:
+            out.append(event)
 
     def _pass_on(self, data: bytes, pos: int, out: list[Event | bytes | EventTooLarge]) -> int:
         if self._passed_lf and data.startswith(b"\n", pos):

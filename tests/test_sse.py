@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from extproc.sse import Event, EventTooLarge, SSEDecoder
 
 STREAM = (
-    b"event: message_start\r\ndata: {\"a\": 1}\r\n\r\n"
+    b'event: message_start\r\ndata: {"a": 1}\r\n\r\n'
     b": ping\n\n"
     b"data: line one\ndata: line two\n\n"
     b"data: caf\xc3\xa9\r\r"
@@ -92,3 +93,26 @@ def test_decoding_is_linear_in_the_event_size() -> None:
     one = min(_decode_time(4 << 20, 1) for _ in range(5))
     assert one < 2.5 * four + 0.02, f"4 x 1 MB: {four * 1000:.1f} ms, 1 x 4 MB: {one * 1000:.1f} ms"
     assert one < 0.5, f"a 4 MB event took {one * 1000:.0f} ms"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_chunking_loses_and_reorders_nothing(seed: int) -> None:
+    rng = random.Random(seed)
+    events = [
+        f"event: e{i}\ndata: {'v' * rng.choice([0, 1, 5, 40, 300])}\n\n".encode() for i in range(30)
+    ]
+    stream = b"".join(events).replace(b"\n", b"\r\n") if seed % 2 else b"".join(events)
+    dec = SSEDecoder(max_event_bytes=1 << 20, stream_over=100 if seed % 3 == 0 else None)
+    out: list[Event | bytes | EventTooLarge] = []
+    pos = 0
+    while pos < len(stream):
+        step = rng.randint(1, 50)
+        out += dec.feed(stream[pos : pos + step])
+        pos += step
+    got = b"".join(
+        i.raw if isinstance(i, Event) else i for i in out if not isinstance(i, EventTooLarge)
+    )
+    assert got == b"".join(events) and dec.pending == b""
+    names = [i.event for i in out if isinstance(i, Event)]
+    if dec.stream_over is None:
+        assert names == [f"e{i}" for i in range(30)]

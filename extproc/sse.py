@@ -75,6 +75,11 @@ class SSEDecoder:
         return out
 
     @property
+    def held(self) -> int:
+        """Bytes of the unfinished event held so far."""
+        return self._held
+
+    @property
     def pending(self) -> bytes:
         """Bytes of an event not yet terminated (at end of stream: a truncated event)."""
         return b"".join(self._parts)

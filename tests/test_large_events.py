@@ -214,3 +214,19 @@ def test_error_body_over_the_bound_keeps_nothing_of_it() -> None:
     body = json.loads(ex.finish())
     assert "limits.max_response_bytes" in body["error"]["message"]
     assert "zzz" not in body["error"]["message"]
+
+
+def test_a_held_event_keeps_bytes_flowing_between_events() -> None:
+    ex = _exchange(ClientApi.OPENAI_CHAT, ProviderApi.ANTHROPIC)
+    ex.begin_response(200, "text/event-stream", max_bytes=16 << 20)
+    delta = {"type": "content_block_delta", "index": 0}
+    event = (
+        b"event: content_block_delta\ndata: "
+        + json.dumps(dict(delta, delta={"type": "text_delta", "text": "y" * (3 << 20)})).encode()
+        + b"\n\n"
+    )
+    outs = [ex.feed(event[i : i + 16384]) for i in range(0, len(event), 16384)]
+    comments = [o for o in outs if o == b": sidegate: receiving a large event\n\n"]
+    assert len(comments) == 3  # one per MiB held, each between whole events
+    last = outs[-1]
+    assert last.startswith(b"data: {") and last.endswith(b"\n\n")  # the event itself, whole

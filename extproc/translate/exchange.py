@@ -32,6 +32,11 @@ from ..usage import Usage
 # Pass-through streams parse events up to this size whole; larger ones are
 # forwarded as they arrive, unparsed (usage never rides in a large event).
 STREAM_PEEK_BYTES = 64 * 1024
+# While a translated stream holds a large event, a comment goes out per this
+# many bytes received: Envoy's per-try idle timer (timeouts.first_byte) and
+# the client's read timeout count only bytes that passed the provider stage.
+KEEPALIVE_BYTES = 1024 * 1024
+KEEPALIVE = b": sidegate: receiving a large event\n\n"
 # Of a passed-through JSON body larger than the bound, this much of the end is
 # kept: usage comes last in OpenAI and Anthropic bodies.
 JSON_TAIL_BYTES = 64 * 1024
@@ -84,6 +89,7 @@ class Exchange(abc.ABC):
         self.too_large = 0  # bytes seen of a body over max_bytes (0: within the bound)
         self._buf = bytearray()
         self._sse = SSEDecoder()
+        self._keepalives = 0  # comments sent for the event being held
 
     # -- request ---------------------------------------------------------------
 
@@ -122,7 +128,15 @@ class Exchange(abc.ABC):
 
     def feed(self, data: bytes) -> bytes:
         if self.mode is Mode.STREAM:
-            return b"".join(self._stream_item(item) for item in self._sse.feed(data))
+            items = self._sse.feed(data)
+            out = b"".join(self._stream_item(item) for item in items)
+            if any(isinstance(item, Event) for item in items):
+                self._keepalives = 0  # the held event, if any, is a new one
+            # Whole events went out before, so a comment lands between events.
+            if self._sse.held // KEEPALIVE_BYTES > self._keepalives:
+                self._keepalives = self._sse.held // KEEPALIVE_BYTES
+                out += KEEPALIVE
+            return out
         if self.mode is Mode.JSON and self.passthrough_json:
             self._keep_tail(data)
             return data

@@ -133,6 +133,11 @@ class Limits:
     # The most sidegate holds of one provider response: one SSE event it
     # translates, or an error or JSON body it rewrites whole.
     max_response_bytes: int = 16 * 1024 * 1024
+    # How far Envoy may run ahead of an app that reads slower than its
+    # provider sends (the app connection's buffer limit). Envoy 1.40 crashes
+    # when it must pause such a response after the provider finished, so this
+    # sits above any response an app should get.
+    client_buffer_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,13 +478,22 @@ def parse_config(doc: Any) -> GatewayConfig:
     )
 
     limits_r = root.child("limits")
-    limits_r.mapping(["max_request_body_bytes", "max_response_bytes"], optional=True)
+    limits_r.mapping(
+        ["max_request_body_bytes", "max_response_bytes", "client_buffer_bytes"], optional=True
+    )
+    max_response = limits_r.child("max_response_bytes").integer(
+        Limits().max_response_bytes, minimum=65536, maximum=256 << 20
+    )
     limits = Limits(
         max_request_body_bytes=limits_r.child("max_request_body_bytes").integer(
             Limits().max_request_body_bytes, minimum=1024, maximum=1 << 30
         ),
-        max_response_bytes=limits_r.child("max_response_bytes").integer(
-            Limits().max_response_bytes, minimum=65536, maximum=256 << 20
+        max_response_bytes=max_response,
+        # Above the largest event sidegate holds: one is handed back in a burst.
+        client_buffer_bytes=limits_r.child("client_buffer_bytes").integer(
+            max(Limits().client_buffer_bytes, max_response + (1 << 20)),
+            minimum=max_response + (1 << 20),
+            maximum=(1 << 32) - 1,
         ),
     )
 

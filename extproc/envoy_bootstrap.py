@@ -411,11 +411,10 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
     return {
         "name": "app",
         "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
-        # Envoy 1.40 dies (SIGSEGV) if the app connection's buffer crosses its
-        # high watermark after the provider's response ended while the
-        # provider stage still hands back bytes; one translated event arrives
-        # in a burst, so the mark sits above the largest event sidegate holds.
-        "per_connection_buffer_limit_bytes": config.limits.max_response_bytes + (1 << 20),
+        # Envoy 1.40 dies (SIGSEGV) if the app connection's buffer crosses a
+        # watermark after the provider's response ended while the provider
+        # stage still hands back bytes (README, "Large responses").
+        "per_connection_buffer_limit_bytes": config.limits.client_buffer_bytes,
         "filter_chains": [
             {
                 "filters": [

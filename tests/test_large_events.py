@@ -9,10 +9,12 @@ follow-up request on the same gateway still succeeds.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -171,6 +173,25 @@ def test_passthrough_streams_are_not_held(big_gateway: GatewayProcess) -> None:
     # Over the bound, but a pass-through stream never holds a large event: it flows.
     text = _anthropic_stream(big_gateway, {"x-fake-fault-an": _fault(OVER)})
     assert text.endswith("x" * OVER)
+    _alive(big_gateway)
+
+
+def test_a_slow_client_of_a_large_stream(big_gateway: GatewayProcess) -> None:
+    # The app reads slower than the provider sends: Envoy buffers the rest. A
+    # buffer limit it crosses after the provider finished crashed Envoy.
+    size = 24 * 1024 * 1024
+    got = 0
+    with httpx.stream(
+        "POST",
+        f"{big_gateway.base}/v1/chat/completions",
+        json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-fake-fault-oa": _fault(size)},
+        timeout=60,
+    ) as resp:
+        for chunk in resp.iter_raw(65536):
+            got += len(chunk)
+            time.sleep(0.002)
+    assert got > size
     _alive(big_gateway)
 
 

@@ -152,6 +152,14 @@ class Limits:
     max_connections: int = 2048
     # Concurrent streams per HTTP/2 client connection.
     max_streams_per_connection: int = 128
+    # The most sidegate holds of one provider response: one SSE event it
+    # translates, or an error or JSON body it rewrites whole.
+    max_response_bytes: int = 16 * 1024 * 1024
+    # How far Envoy may run ahead of an app that reads slower than its
+    # provider sends (the app connection's buffer limit). Envoy 1.40 crashes
+    # when it must pause such a response after the provider finished, so this
+    # sits above any response an app should get.
+    client_buffer_bytes: int = 256 * 1024 * 1024
 
     @property
     def body_buffer_bytes(self) -> int:
@@ -608,6 +616,8 @@ def _parse_limits(r: Reader) -> Limits:
             "max_request_headers_kb",
             "max_connections",
             "max_streams_per_connection",
+            "max_response_bytes",
+            "client_buffer_bytes",
         ],
         optional=True,
     )
@@ -619,6 +629,9 @@ def _parse_limits(r: Reader) -> Limits:
             f"ext_proc service in one message of at most {EXTPROC_MESSAGE_BYTES} bytes, so the "
             f"largest limit is {MAX_BODY_CEILING} bytes"
         )
+    max_response = r.child("max_response_bytes").integer(
+        d.max_response_bytes, minimum=65536, maximum=256 << 20
+    )
     return Limits(
         max_request_body_bytes=body,
         # Envoy accepts 1-8192 KiB of request headers.
@@ -630,6 +643,13 @@ def _parse_limits(r: Reader) -> Limits:
         ),
         max_streams_per_connection=r.child("max_streams_per_connection").integer(
             d.max_streams_per_connection, minimum=1, maximum=2_147_483_647
+        ),
+        max_response_bytes=max_response,
+        # Above the largest event sidegate holds: one is handed back in a burst.
+        client_buffer_bytes=r.child("client_buffer_bytes").integer(
+            max(d.client_buffer_bytes, max_response + (1 << 20)),
+            minimum=max_response + (1 << 20),
+            maximum=(1 << 32) - 1,
         ),
     )
 

@@ -134,7 +134,10 @@ def _provider_filter(provider: Provider, limits: Limits) -> dict[str, Any]:
             mutation_rules={"disallow_is_error": True},
             forward_rules={
                 "allowed_headers": {
-                    "patterns": [{"exact": h} for h in (":status", "content-type", "x-request-id")]
+                    "patterns": [
+                        {"exact": h}
+                        for h in (":status", "content-type", "content-length", "x-request-id")
+                    ]
                 }
             },
         ),
@@ -455,9 +458,14 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
     return {
         "name": APP_LISTENER,
         "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
-        # The policy stage buffers the whole body before the route is known, on
-        # the connection's buffer (a route's limit applies too late).
-        "per_connection_buffer_limit_bytes": limits.body_buffer_bytes,
+        # One buffer limit serves both directions of the app connection. The
+        # policy stage buffers the whole request body on it before the route is
+        # known (a route's limit applies too late); and Envoy 1.40 dies (SIGSEGV)
+        # if it crosses a watermark after the provider's response ended while
+        # the provider stage still hands back bytes (README, "Large responses").
+        "per_connection_buffer_limit_bytes": max(
+            limits.body_buffer_bytes, limits.client_buffer_bytes
+        ),
         # Never share the port with another process (a second sidegate would
         # silently split the traffic): its bind fails instead.
         "enable_reuse_port": False,

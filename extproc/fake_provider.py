@@ -14,6 +14,10 @@ make the first provider fail and the fallback succeed::
     x-fake-fault-<name>: error_event=overloaded_error   # Anthropic SSE error mid-stream
     x-fake-fault-<name>: cache_read=100,cache_creation=20
     x-fake-fault-<name>: status=503,only_model=gpt-4o   # only requests for that model id
+    x-fake-fault-<name>: big_event=1048576        # one content event (or JSON text) of 1 MiB more
+    x-fake-fault-<name>: write_size=16384         # body written in pieces of this size
+    x-fake-fault-<name>: echo_key=1               # the reply quotes its key, whole and masked
+    x-fake-fault-<name>: account_headers=1        # set-cookie, openai-organization, ...
 """
 
 from __future__ import annotations
@@ -63,6 +67,10 @@ class Faults:
     cache_read: int = 0
     cache_creation: int = 0
     only_model: str | None = None  # the fault applies to requests for this model id only
+    big_event: int = 0
+    write_size: int = 0
+    echo_key: bool = False
+    account_headers: bool = False
 
     @classmethod
     def parse(cls, value: str) -> Faults:
@@ -83,8 +91,10 @@ class Faults:
                 f.error_event = v
             elif key == "only_model":
                 f.only_model = v
-            elif key in ("cache_read", "cache_creation"):
+            elif key in ("cache_read", "cache_creation", "big_event", "write_size"):
                 setattr(f, key, int(v))
+            elif key in ("echo_key", "account_headers"):
+                setattr(f, key, v not in ("", "0", "false"))
         return f
 
 
@@ -109,6 +119,33 @@ def _tool_args(tool_schema: Any) -> dict[str, Any]:
     props = tool_schema.get("properties", {}) if isinstance(tool_schema, dict) else {}
     required = tool_schema.get("required", list(props)) if isinstance(tool_schema, dict) else []
     return {name: "test" for name in required}
+
+
+# What real providers send about the account sidegate's key belongs to.
+_ACCOUNT_HEADERS = {
+    "set-cookie": "__cf_bm=fake-session; path=/; HttpOnly; Secure",
+    "openai-organization": "org-fake-account",
+    "openai-project": "proj_fake",
+    "anthropic-organization-id": "fake-org-uuid",
+    "x-request-id": "req_fake123",
+    "x-ratelimit-remaining-requests": "99",
+}
+
+
+def _received_key(headers: dict[str, str]) -> str:
+    auth = headers.get("authorization", "")
+    return auth[7:] if auth.startswith("Bearer ") else headers.get("x-api-key", "")
+
+
+def _faulty_text(text: str, f: Faults, headers: dict[str, str]) -> str:
+    """The reply text with what ``big_event`` and ``echo_key`` add to it."""
+    if f.echo_key:
+        key = _received_key(headers)
+        # The key whole, and masked the ways OpenAI's 401 messages show it.
+        text += f" key={key} masked={key[:8]}{'*' * 24}{key[-4:]} short={key[:5]}...{key[-4:]}"
+    if f.big_event:
+        text += " " + "x" * f.big_event  # one word: one stream event
+    return text
 
 
 def _words(text: str) -> list[str]:
@@ -245,15 +282,33 @@ class FakeProvider:
         body: bytes,
         extra: dict[str, str] | None = None,
         content_type: str = "application/json",
+        f: Faults | None = None,
     ) -> None:
         head = [
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
             f"content-type: {content_type}",
             f"content-length: {len(body)}",
         ]
-        head += [f"{k}: {v}" for k, v in (extra or {}).items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        extra = dict(extra or {})
+        if f is not None and f.account_headers:
+            extra.update(_ACCOUNT_HEADERS)
+        head += [f"{k}: {v}" for k, v in extra.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        step = f.write_size if f is not None and f.write_size else len(body) or 1
+        for i in range(0, len(body), step):
+            writer.write(body[i : i + step])
+            await writer.drain()
         await writer.drain()
+
+    def _auth_message(self, headers: dict[str, str]) -> str:
+        key = _received_key(headers)
+        if self.api == "openai" and len(key) > 12:
+            # OpenAI's wording, the key masked as it masks it.
+            return (
+                f"Incorrect API key provided: {key[:8]}{'*' * (len(key) - 12)}{key[-4:]}. "
+                "You can find your API key at https://platform.openai.com/account/api-keys."
+            )
+        return "invalid x-api-key or authorization"
 
     def _error(self, status: int, message: str) -> bytes:
         if self.api == "anthropic":
@@ -300,16 +355,17 @@ class FakeProvider:
             else:
                 ok = headers.get("x-api-key") in accepted and "anthropic-version" in headers
             if not ok:
-                await self._send(
-                    writer, 401, self._error(401, "invalid x-api-key or authorization")
-                )
+                message = self._auth_message(headers)
+                await self._send(writer, 401, self._error(401, message), f=faults)
                 return True
         if faults.status:
             extra = {"retry-after": faults.retry_after} if faults.retry_after else {}
             await self._send(
                 writer,
                 faults.status,
-                self._error(faults.status, f"fault injected by {self.name}"),
+                self._error(
+                    faults.status, f"fault injected by {self.name}" + " x" * (faults.big_event // 2)
+                ),
                 extra,
             )
             return True
@@ -319,7 +375,7 @@ class FakeProvider:
             await self._send(writer, 400, self._error(400, "body is not JSON"))
             return True
         if self.api == "openai" and method == "POST" and path == "/v1/chat/completions":
-            return await self._openai_chat(writer, body, faults)
+            return await self._openai_chat(writer, body, faults, headers)
         if self.api == "openai" and method == "POST" and path == "/v1/embeddings":
             inputs = body.get("input")
             items = inputs if isinstance(inputs, list) else [inputs]
@@ -339,7 +395,7 @@ class FakeProvider:
             if not isinstance(body.get("max_tokens"), int):
                 await self._send(writer, 400, self._error(400, "max_tokens: Field required"))
                 return True
-            return await self._anthropic(writer, body, faults)
+            return await self._anthropic(writer, body, faults, headers)
         await self._send(writer, 404, self._error(404, f"no route {method} {path}"))
         return True
 
@@ -359,9 +415,10 @@ class FakeProvider:
         return text, None
 
     async def _openai_chat(
-        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults, headers: dict[str, str]
     ) -> bool:
         text, call = self._reply(body)
+        text = _faulty_text(text, f, headers)
         model = body.get("model")
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
         completion = len(text.split())
@@ -402,7 +459,7 @@ class FakeProvider:
                 "usage": usage,
                 "system_fingerprint": "fp_fake",
             }
-            await self._send(writer, 200, json.dumps(out).encode())
+            await self._send(writer, 200, json.dumps(out).encode(), f=f)
             return True
         with_usage = (body.get("stream_options") or {}).get("include_usage") is True
 
@@ -469,9 +526,10 @@ class FakeProvider:
     # -- Anthropic -------------------------------------------------------------
 
     async def _anthropic(
-        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults, headers: dict[str, str]
     ) -> bool:
         text, call = self._reply(body)
+        text = _faulty_text(text, f, headers)
         model = body.get("model")
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
         out_tokens = len(text.split())
@@ -504,7 +562,7 @@ class FakeProvider:
                 "stop_sequence": None,
                 "usage": usage,
             }
-            await self._send(writer, 200, json.dumps(out).encode())
+            await self._send(writer, 200, json.dumps(out).encode(), f=f)
             return True
 
         def ev(name: str, data: dict[str, Any]) -> bytes:
@@ -614,9 +672,12 @@ class FakeProvider:
         writer.transport.abort()
 
     async def _stream(self, writer: asyncio.StreamWriter, events: list[bytes], f: Faults) -> bool:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in _ACCOUNT_HEADERS.items())
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
+            + (extra.encode() if f.account_headers else b"")
+            + b"\r\n"
         )
         for i, event in enumerate(events):
             if i == f.reset_after:
@@ -625,11 +686,20 @@ class FakeProvider:
                 return False
             if f.chunk_delay and i:
                 await asyncio.sleep(f.chunk_delay)
-            writer.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
-            await writer.drain()
+            await self._chunk(writer, event, f.write_size)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+
+    @staticmethod
+    async def _chunk(writer: asyncio.StreamWriter, data: bytes, size: int) -> None:
+        """``data`` as HTTP/1.1 chunks of at most ``size`` bytes (0: one chunk), each drained."""
+        step = size or len(data)
+        for i in range(0, len(data), step):
+            piece = data[i : i + step]
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            await writer.drain()
 
 
 def serve_forever(

@@ -20,6 +20,7 @@ from .headers import mutation, to_dict
 from .keys import MissingKey
 from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
 from .routing import model_for_attempt
+from .scrub import ACCOUNT_HEADERS, Scrubber
 from .state import RequestState
 from .translate import AttemptContext, Exchange, exchange_for
 from .translate.exchange import Mode
@@ -35,6 +36,10 @@ AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 # Headers that mean something to one provider API only (openai-organization
 # and openai-project never get this far: see ``forwarding``).
 OPENAI_ONLY = ("openai-beta",)
+# Body bytes per streamed_response message. Envoy's reference keeps these at
+# 64 KiB or less; a larger one, or a burst of them, is what crosses the
+# downstream buffer's high watermark in one go (see README, "Large responses").
+MAX_CHUNK = 64 * 1024
 
 
 def _attempt(req: pb.ProcessingRequest) -> int:
@@ -58,6 +63,7 @@ class ProviderStream:
         self._failed = False  # a message raised; the client got an error
         self._headers_out = False  # the response status went to the client
         self._body_out = False  # and some of its body
+        self._scrub = Scrubber(())
 
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
@@ -76,8 +82,7 @@ class ProviderStream:
         self, req: pb.ProcessingRequest, which: str | None
     ) -> list[pb.ProcessingResponse]:
         if which == "response_body":
-            out = self.on_response_body(req.response_body)
-            return [out] if out is not None else []
+            return self.on_response_body(req.response_body)
         if which == "response_headers":
             return [self.on_response_headers(req.response_headers)]
         if which == "request_headers":
@@ -114,8 +119,8 @@ class ProviderStream:
         else:
             body = b""  # half a JSON body went out: nothing appended can mend it
         if which == "response_trailers":
-            return [_streamed(body, False), _trailers()]
-        return [_streamed(body, True)]
+            return [*_streamed(body, False), _trailers()]
+        return _streamed(body, True)
 
     # -- request -----------------------------------------------------------------
 
@@ -216,17 +221,29 @@ class ProviderStream:
         headers = to_dict(msg.headers)
         resp = pb.ProcessingResponse()
         resp.response_headers.SetInParent()
+        # Every key sidegate holds now, not only the one this attempt used: a
+        # provider can echo any key it ever got from this sidecar.
+        self._scrub = Scrubber(k for ring in self.gw.keys.values() for k in ring.values())
+        remove: list[str] = list(ACCOUNT_HEADERS)
         if self.exchange is None:
+            resp.response_headers.response.header_mutation.CopyFrom(mutation({}, remove))
             return resp
         status = int(headers.get(":status", "0") or 0)
-        plan = self.exchange.begin_response(status, headers.get("content-type", ""))
+        length = headers.get("content-length", "")
+        plan = self.exchange.begin_response(
+            status,
+            headers.get("content-type", ""),
+            max_bytes=self.gw.config.limits.max_response_bytes,
+            content_length=int(length) if length.isdigit() else None,
+        )
         set_headers = {
             "x-sidegate-provider": self.provider.name,
             "x-sidegate-model": self.model_name or "",
         }
-        remove: list[str] = []
         if plan.content_type:
             set_headers["content-type"] = plan.content_type
+        if plan.status is not None:
+            set_headers[":status"] = str(plan.status)
         if plan.rewrites:
             remove += ["content-length", "content-encoding"]
         resp.response_headers.response.header_mutation.CopyFrom(mutation(set_headers, remove))
@@ -235,26 +252,26 @@ class ProviderStream:
             self._finish_attempt()
         return resp
 
-    def on_response_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse | None:
-        if self.exchange is None:
-            out, eos = msg.body, msg.end_of_stream
-        else:
-            out = self.exchange.feed(msg.body)
-            eos = msg.end_of_stream
-            if eos:
-                out += self.exchange.finish()
-                self._finish_attempt()
+    def on_response_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
+        eos = msg.end_of_stream
+        out = msg.body if self.exchange is None else self.exchange.feed(msg.body)
+        if eos and self.exchange is not None:
+            out += self.exchange.finish()
+            self._finish_attempt()
+        out = self._scrub.feed(out)
+        if eos:
+            out += self._scrub.flush()
         if not out and not eos:
-            return None  # full duplex: nothing to send yet
+            return []  # full duplex: nothing to send yet
         return _streamed(out, eos)
 
     def on_response_trailers(self) -> list[pb.ProcessingResponse]:
-        out: list[pb.ProcessingResponse] = []
+        tail = b""
         if self.exchange is not None:
             tail = self.exchange.finish()
             self._finish_attempt()
-            if tail:
-                out.append(_streamed(tail, False))
+        tail = self._scrub.feed(tail) + self._scrub.flush()
+        out = _streamed(tail, False) if tail else []
         out.append(_trailers())
         return out
 
@@ -298,9 +315,14 @@ def _trailers() -> pb.ProcessingResponse:
     return resp
 
 
-def _streamed(body: bytes, eos: bool) -> pb.ProcessingResponse:
-    resp = pb.ProcessingResponse()
-    streamed = resp.response_body.response.body_mutation.streamed_response
-    streamed.body = body
-    streamed.end_of_stream = eos
-    return resp
+def _streamed(body: bytes, eos: bool) -> list[pb.ProcessingResponse]:
+    """``body`` as streamed_response messages of at most MAX_CHUNK bytes (FULL_DUPLEX is N:M)."""
+    pieces = [body[i : i + MAX_CHUNK] for i in range(0, len(body), MAX_CHUNK)] or [b""]
+    out = []
+    for n, piece in enumerate(pieces):
+        resp = pb.ProcessingResponse()
+        streamed = resp.response_body.response.body_mutation.streamed_response
+        streamed.body = piece
+        streamed.end_of_stream = eos and n == len(pieces) - 1
+        out.append(resp)
+    return out

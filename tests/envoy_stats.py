@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-import urllib.request
 
+from extproc.envoy_admin import request as admin_request
 from tests.harness import GatewayProcess
 
 
 def envoy_stats(gw: GatewayProcess, pattern: str) -> dict[str, int]:
     """Counters and gauges whose names match the regex ``pattern``."""
-    admin = (gw.workdir / "admin").read_text().strip()
     query = urllib.parse.urlencode({"filter": pattern})
-    with urllib.request.urlopen(f"http://{admin}/stats?{query}", timeout=5) as r:
-        text = r.read().decode()
+    answer = admin_request(gw.admin_socket, "GET", f"/stats?{query}", timeout=5)
+    assert answer is not None and answer[0] == 200, f"Envoy's admin did not answer /stats: {answer}"
     stats: dict[str, int] = {}
-    for line in text.splitlines():
+    for line in answer[1].splitlines():
         name, sep, value = line.partition(": ")
         if sep and re.fullmatch(r"\d+", value.strip()):
             stats[name] = int(value)

@@ -162,6 +162,36 @@ def _error_mapper(style: ErrorStyle, path_prefix: str | None) -> dict[str, Any]:
     return {"filter": filt, "body_format_override": {"json_format": body}}
 
 
+# Upstream failures that mean the provider itself is out of reach, with a hint
+# naming it (%UPSTREAM_CLUSTER% is provider_<name>). UH: the cluster has no
+# host, which for a LOGICAL_DNS cluster means its host name did not resolve.
+_UNREACHABLE = {
+    "UH": "sidegate: provider %UPSTREAM_CLUSTER% has no address: the host of its base_url "
+    "did not resolve, so the provider could not be reached (check the name and DNS; "
+    "`sidegate config check --probe` tests it) (%RESPONSE_CODE_DETAILS%)",
+    "UF": "sidegate: could not connect to provider %UPSTREAM_CLUSTER%: %LOCAL_REPLY_BODY% "
+    "(%RESPONSE_CODE_DETAILS%)",
+}
+
+
+def _unreachable_mappers() -> list[dict[str, Any]]:
+    mappers = []
+    for flag, message in _UNREACHABLE.items():
+        for style, prefix in ((ErrorStyle.ANTHROPIC, "/anthropic/"), (ErrorStyle.OPENAI, None)):
+            mapper = _error_mapper(style, prefix)
+            flags = {"response_flag_filter": {"flags": [flag]}}
+            if prefix is None:
+                mapper["filter"] = flags
+            else:
+                mapper["filter"]["and_filter"]["filters"][0] = flags
+            body = mapper["body_format_override"]["json_format"]["error"]
+            body["message"] = message
+            if style is ErrorStyle.OPENAI:
+                body["code"] = "provider_unreachable"
+            mappers.append(mapper)
+    return mappers
+
+
 def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
     t = config.timeouts
     groups = [
@@ -383,6 +413,7 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         "common_http_protocol_options": {"idle_timeout": "3600s"},
         "local_reply_config": {
             "mappers": [
+                *_unreachable_mappers(),
                 _error_mapper(ErrorStyle.ANTHROPIC, "/anthropic/"),
                 _error_mapper(ErrorStyle.OPENAI, None),
             ]
@@ -422,6 +453,26 @@ def provider_clusters(config: GatewayConfig) -> list[dict[str, Any]]:
     return [_provider_cluster(p, config) for p in config.providers.values()]
 
 
+# The app listener serves one pod over loopback: this many open connections is
+# far beyond any app's pool, and a bound Envoy otherwise warns about at start.
+MAX_DOWNSTREAM_CONNECTIONS = 10000
+
+
+def overload_manager() -> dict[str, Any]:
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    _T: f"{_API}.extensions.resource_monitors.downstream_connections.v3."
+                    "DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                },
+            }
+        ]
+    }
+
+
 def _admin(port: int) -> dict[str, Any]:
     return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
 
@@ -431,6 +482,7 @@ def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
     return {
         "node": {"id": "sidegate", "cluster": "sidegate"},
         "admin": _admin(config.listen.admin_port),
+        "overload_manager": overload_manager(),
         "static_resources": {
             "listeners": [app_listener(config)],
             "clusters": [extproc_cluster(socket_path), *provider_clusters(config)],

@@ -21,7 +21,13 @@ from typing import Any
 import yaml
 
 from .config import GatewayConfig
-from .envoy_bootstrap import app_listener, extproc_cluster, provider_clusters, route_config
+from .envoy_bootstrap import (
+    app_listener,
+    extproc_cluster,
+    overload_manager,
+    provider_clusters,
+    route_config,
+)
 
 BOOTSTRAP = "envoy.yaml"
 LISTENERS = "lds.yaml"
@@ -63,6 +69,7 @@ class EnvoyFiles:
                     "socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}
                 }
             },
+            "overload_manager": overload_manager(),
             "static_resources": static,
             "dynamic_resources": {
                 "lds_config": self._source(LISTENERS),

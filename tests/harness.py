@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,17 @@ from extproc.gateway import Gateway
 from extproc.runner import find_envoy
 from extproc.server import start_server
 from extproc.state import RequestState
+
+
+def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = 10.0, every: float = 0.02
+) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` when ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
 
 
 def free_port() -> int:
@@ -61,7 +73,8 @@ class GatewayProcess:
 
         self._thread = threading.Thread(target=main, name="extproc", daemon=True)
         self._thread.start()
-        started.wait(10)
+        if not started.wait(10):
+            raise AssertionError("the ext_proc server did not start within 10 s")
         bootstrap = self.workdir / "envoy.yaml"
         bootstrap.write_text(render_yaml(self.config, self.socket))
         admin = self.workdir / "admin"
@@ -96,9 +109,16 @@ class GatewayProcess:
         raise AssertionError("Envoy did not become ready:\n" + self.log.read_text())
 
     def wait_completed(self, count: int, timeout: float = 5.0) -> list[RequestState]:
-        deadline = time.monotonic() + timeout
-        while len(self.completed) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+        """The completed requests, once there are ``count``; fails if they do not come in time.
+
+        ``count`` is absolute (``len(completed)`` before the request + 1), so a
+        caller never reads the previous request's state by mistake.
+        """
+        wait_until(
+            lambda: len(self.completed) >= count,
+            f"{count} completed requests (have {len(self.completed)})",
+            timeout,
+        )
         return self.completed
 
     def stop(self) -> None:

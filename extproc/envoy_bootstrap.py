@@ -184,10 +184,7 @@ def _unreachable_mappers() -> list[dict[str, Any]]:
                 mapper["filter"] = flags
             else:
                 mapper["filter"]["and_filter"]["filters"][0] = flags
-            body = mapper["body_format_override"]["json_format"]["error"]
-            body["message"] = message
-            if style is ErrorStyle.OPENAI:
-                body["code"] = "provider_unreachable"
+            mapper["body_format_override"]["json_format"]["error"]["message"] = message
             mappers.append(mapper)
     return mappers
 

@@ -179,10 +179,13 @@ class FakeProvider:
         ready = threading.Event()
 
         def main() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self.start_async())
+            self._loop = loop = asyncio.new_event_loop()
+            loop.run_until_complete(self.start_async())
             ready.set()
-            self._loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
 
         self._thread = threading.Thread(target=main, name=f"fake-{self.name}", daemon=True)
         self._thread.start()

@@ -78,22 +78,24 @@ class GatewayProcess:
         bootstrap = self.workdir / "envoy.yaml"
         bootstrap.write_text(render_yaml(self.config, self.socket))
         admin = self.workdir / "admin"
-        self.envoy = subprocess.Popen(
-            [
-                find_envoy(),
-                "-c",
-                str(bootstrap),
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warning",
-                "--admin-address-path",
-                str(admin),
-            ],
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        # Envoy keeps its own descriptor of the log; ours is closed at once.
+        with self.log.open("wb") as log_file:
+            self.envoy = subprocess.Popen(
+                [
+                    find_envoy(),
+                    "-c",
+                    str(bootstrap),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warning",
+                    "--admin-address-path",
+                    str(admin),
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.envoy.poll() is None, self.log.read_text()
@@ -127,8 +129,11 @@ class GatewayProcess:
             self.envoy.wait(10)
         if self._thread is not None:
             asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(5)
+            asyncio.run_coroutine_threadsafe(self.gateway.close(), self.loop).result(10)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+            assert not self._thread.is_alive(), "the ext_proc thread did not stop"
+        self.loop.close()
 
 
 def env_keys(**keys: str) -> None:

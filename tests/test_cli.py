@@ -45,6 +45,8 @@ class Running:
             self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout)
         self._reader.join(5)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
         return self.output
 
 

@@ -209,7 +209,7 @@ def sidecar(tmp_path: Path, fakes: dict[str, FakeProvider]) -> Any:
     finally:
         for p in procs:  # Envoy first, as the kubelet stops native sidecars in reverse
             p.send_signal(signal.SIGTERM)
-            p.wait(timeout=15)
+            p.communicate(timeout=15)  # also closes our ends of its pipes
 
 
 def test_sidecar_containers_serve_and_reload(sidecar: dict[str, Any]) -> None:

@@ -149,7 +149,7 @@ def test_a_certificate_envoy_must_not_trust_is_refused_with_a_clear_error(
     message = err.body["message"] if isinstance(err.body, dict) else str(err.body)
     assert f"could not connect to provider provider_{name}" in message, message
     assert "CERTIFICATE_VERIFY_FAILED" in message and reason in message, message
-    assert isinstance(err.body, dict) and err.body["code"] == "provider_unreachable"
+    assert isinstance(err.body, dict) and err.body["code"] == "upstream_unavailable"
     # The handshake failed: no request, so no key, ever reached that server.
     assert fake.requests == []
 
@@ -257,7 +257,7 @@ def test_a_provider_whose_host_does_not_resolve_is_named_in_the_error_and_the_lo
             _client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
         assert info.value.status_code == 503
         body = info.value.body
-        assert isinstance(body, dict) and body["code"] == "provider_unreachable"
+        assert isinstance(body, dict) and body["code"] == "upstream_unavailable"
         assert "provider provider_ghost has no address" in body["message"]
         assert "did not resolve" in body["message"]
         # The same in the Anthropic client's format.

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
 
     config = _load(args)
+    busy = _port_in_use(config.listen.address, config.listen.port)
+    if busy:
+        print(f"sidegate: {busy}", file=sys.stderr)
+        return 1
     warn_unresolved(config)
     return run(
         config,
@@ -72,6 +77,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ready_file=args.ready_file,
         adjust=_overrides(args),
     )
+
+
+def _port_in_use(
+    address: str, port: int, hint: str = "--port or listen.port in the config"
+) -> str | None:
+    """Why the app listener cannot bind, checked before Envoy would only log it."""
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        # As Envoy binds: a port left in TIME_WAIT is free, one with a listener is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError as e:
+            return (
+                f"cannot listen on {address}:{port}: {e.strerror} (another sidegate or "
+                f"program has it; stop it, or pick another port with {hint})"
+            )
+    return None
 
 
 def _cmd_extproc(args: argparse.Namespace) -> int:
@@ -207,6 +229,10 @@ def _cmd_capture(args: argparse.Namespace) -> int:
 def _cmd_fake(args: argparse.Namespace) -> int:
     from .fake_provider import serve_forever
 
+    busy = _port_in_use(args.host, args.port, "--port") if args.port else None
+    if busy:
+        print(f"sidegate fake-provider: {busy}", file=sys.stderr)
+        return 1
     serve_forever(
         api=args.api,
         host=args.host,

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import yaml
 
+from extproc import __version__
+from extproc.cli import build_parser
 from extproc.fake_provider import FakeProvider
 from tests.conftest import gateway_doc
 from tests.harness import free_port, wait_until
@@ -156,3 +161,70 @@ def test_run_refuses_a_bootstrap_envoy_rejects(
         timeout=60,
     )
     assert r.returncode == 1 and "Envoy rejected the generated bootstrap" in r.stderr
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "sidegate") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default() -> None:
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) >= 12  # the walk reached the nested commands
+    for name, parser in parsers:
+        text = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, f"{name} {action.option_strings[0]} has no help text"
+            default = action.default
+            if default not in (None, False, True, argparse.SUPPRESS) and not isinstance(
+                default, list
+            ):
+                # argparse wraps long lines: compare without the line breaks.
+                assert f"(default: {default})" in " ".join(text.split()), (name, action.dest)
+    top = build_parser().format_help()
+    assert "``" not in top and ":class:" not in top  # plain text, no reStructuredText
+
+
+def test_version() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "extproc.cli", "--version"], capture_output=True, text=True
+    )
+    assert r.returncode == 0 and r.stdout.strip() == f"sidegate {__version__}"
+
+
+def test_config_check_strict_fails_without_saying_ok(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "providers:\n  p: {api: openai, base_url: 'https://x.example/v1', "
+        "keys: [{env: SG_TEST_UNSET_KEY}]}\nmodels: {m: {provider: p}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SG_TEST_UNSET_KEY"}
+    check = [sys.executable, "-m", "extproc.cli", "config", "check", "-c", str(cfg)]
+    lenient = subprocess.run(check, capture_output=True, text=True, env=env)
+    assert lenient.returncode == 0 and ": OK" in lenient.stdout
+    assert "SG_TEST_UNSET_KEY is not set" in lenient.stderr
+    strict = subprocess.run([*check, "--strict"], capture_output=True, text=True, env=env)
+    assert strict.returncode == 1
+    assert "OK" not in strict.stdout and "FAILED (--strict)" in strict.stdout
+
+
+def test_run_refuses_a_port_in_use(tmp_path: Path, fakes: dict[str, FakeProvider]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(yaml.safe_dump(gateway_doc(fakes)))
+        r = subprocess.run(
+            [sys.executable, "-m", "extproc.cli", "run", "-c", str(cfg), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr

@@ -228,3 +228,24 @@ def test_run_refuses_a_port_in_use(tmp_path: Path, fakes: dict[str, FakeProvider
         )
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+
+
+def test_probe_over_plain_http_checks_every_key(fakes: dict[str, FakeProvider]) -> None:
+    from extproc.config import parse_config
+    from extproc.provider_check import check_providers
+
+    doc = gateway_doc(fakes)
+    doc["providers"]["openai-b"]["keys"] = [{"env": "SG_TEST_OA_KEY"}]  # openai-a's key
+    reports = {r.provider: r for r in check_providers(parse_config(doc), timeout=5)}
+    assert set(reports) == set(doc["providers"])
+    for name in ("openai-a", "anthropic-a", "anthropic-b"):
+        assert reports[name].ok, reports[name].lines()
+        [verdict] = reports[name].keys
+        assert verdict.startswith("keys[0] (env SG_TEST_") and verdict.endswith(": accepted")
+    wrong = reports["openai-b"]
+    assert not wrong.ok
+    assert wrong.keys == ["keys[0] (env SG_TEST_OA_KEY): REJECTED (GET /v1/models answered 401)"]
+    # What the fake was asked: its models, with the key, nothing else.
+    got = fakes["ob"].requests[-1]
+    assert (got.method, got.path) == ("GET", "/v1/models")
+    assert fakes["an"].requests[-1].headers["anthropic-version"] == "2023-06-01"

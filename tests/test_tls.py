@@ -9,6 +9,7 @@ checks run before any request through ``sidegate config check --probe``.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import yaml
@@ -94,8 +96,11 @@ def tls_gateway(tls_fakes: dict[str, TlsFake]) -> Iterator[GatewayProcess]:
         gw.stop()
 
 
-def _client(gw: GatewayProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.base}/v1", api_key="placeholder", max_retries=0)
+@contextlib.contextmanager
+def _client(gw: GatewayProcess) -> Iterator[openai.OpenAI]:
+    # Closed at once: a pooled keep-alive connection must not outlive the test.
+    with openai.OpenAI(base_url=f"{gw.base}/v1", api_key="placeholder", max_retries=0) as c:
+        yield c
 
 
 def test_https_provider_with_its_own_ca_gets_sni_and_the_key(
@@ -104,9 +109,10 @@ def test_https_provider_with_its_own_ca_gets_sni_and_the_key(
     fake = tls_fakes["good"].fake
     fake.sni_names.clear()
     fake.requests.clear()
-    reply = _client(tls_gateway).chat.completions.create(
-        model="m-good", messages=[{"role": "user", "content": "over tls"}]
-    )
+    with _client(tls_gateway) as client:
+        reply = client.chat.completions.create(
+            model="m-good", messages=[{"role": "user", "content": "over tls"}]
+        )
     assert reply.choices[0].message.content == "Hello from good! You said: over tls"
     assert fake.sni_names and set(fake.sni_names) == {HOST}
     assert fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
@@ -117,10 +123,11 @@ def test_https_provider_with_its_own_ca_gets_sni_and_the_key(
 def test_https_anthropic_provider_streams(
     tls_gateway: GatewayProcess, tls_fakes: dict[str, TlsFake]
 ) -> None:
-    stream = _client(tls_gateway).chat.completions.create(
-        model="m-good-an", messages=[{"role": "user", "content": "hi"}], stream=True
-    )
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    with _client(tls_gateway) as client:
+        stream = client.chat.completions.create(
+            model="m-good-an", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "Hello from good-an! You said: hi"
     assert set(tls_fakes["good-an"].fake.sni_names) == {HOST}
 
@@ -140,10 +147,8 @@ def test_a_certificate_envoy_must_not_trust_is_refused_with_a_clear_error(
     name = model.removeprefix("m-")
     fake = tls_fakes[name].fake
     fake.requests.clear()
-    with pytest.raises(openai.APIStatusError) as info:
-        _client(tls_gateway).chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "hi"}]
-        )
+    with _client(tls_gateway) as client, pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
     err = info.value
     assert err.status_code == 503
     message = err.body["message"] if isinstance(err.body, dict) else str(err.body)
@@ -253,24 +258,27 @@ def test_a_provider_whose_host_does_not_resolve_is_named_in_the_error_and_the_lo
     }
     gw = GatewayProcess(doc).start()
     try:
-        with pytest.raises(openai.APIStatusError) as info:
-            _client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        with _client(gw) as client, pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
         assert info.value.status_code == 503
         body = info.value.body
         assert isinstance(body, dict) and body["code"] == "upstream_unavailable"
         assert "provider provider_ghost has no address" in body["message"]
         assert "did not resolve" in body["message"]
         # The same in the Anthropic client's format.
-        anthropic = openai.OpenAI(base_url=f"{gw.base}/anthropic", api_key="x", max_retries=0)
-        with pytest.raises(openai.APIStatusError) as info:
-            anthropic.post(
-                "/v1/messages",
-                body={"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
-                cast_to=object,
+        with (
+            anthropic.Anthropic(
+                base_url=f"{gw.base}/anthropic", api_key="x", max_retries=0
+            ) as client,
+            pytest.raises(anthropic.APIStatusError) as an_info,
+        ):
+            client.messages.create(
+                model="claude", max_tokens=5, messages=[{"role": "user", "content": "x"}]
             )
-        assert info.value.status_code == 503
-        assert info.value.response.json()["type"] == "error"
-        assert "provider provider_ghost-an has no address" in info.value.response.text
+        assert an_info.value.status_code == 503
+        an_body = an_info.value.response.json()
+        assert an_body["type"] == "error" and an_body["error"]["type"] == "api_error"
+        assert "provider provider_ghost-an has no address" in an_body["error"]["message"]
     finally:
         gw.stop()
 

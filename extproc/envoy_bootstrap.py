@@ -496,6 +496,26 @@ def provider_clusters(config: GatewayConfig) -> list[dict[str, Any]]:
     return [_provider_cluster(p, config) for p in config.providers.values()]
 
 
+# The app listener serves one pod over loopback: this many open connections is
+# far beyond any app's pool, and a bound Envoy otherwise warns about at start.
+MAX_DOWNSTREAM_CONNECTIONS = 10000
+
+
+def overload_manager() -> dict[str, Any]:
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    _T: f"{_API}.extensions.resource_monitors.downstream_connections.v3."
+                    "DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                },
+            }
+        ]
+    }
+
+
 def admin(socket_path: str) -> dict[str, Any]:
     """Envoy's admin API on a Unix socket only its own uid may open, never on TCP.
 
@@ -516,6 +536,7 @@ def render_bootstrap(
     return {
         "node": {"id": "sidegate", "cluster": "sidegate"},
         "admin": admin(admin_socket or admin_socket_beside(socket_path)),
+        "overload_manager": overload_manager(),
         "static_resources": {
             "listeners": [app_listener(config)],
             "clusters": [extproc_cluster(socket_path), *provider_clusters(config)],

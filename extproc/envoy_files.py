@@ -26,6 +26,7 @@ from .envoy_bootstrap import (
     admin,
     app_listener,
     extproc_cluster,
+    overload_manager,
     provider_clusters,
     route_config,
 )
@@ -63,6 +64,7 @@ class EnvoyFiles:
             # File-based xDS requires node id and cluster.
             "node": {"id": "sidegate", "cluster": "sidegate"},
             "admin": admin(self.admin_socket),
+            "overload_manager": overload_manager(),
             "static_resources": static,
             "dynamic_resources": {
                 "lds_config": self._source(LISTENERS),

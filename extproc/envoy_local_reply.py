@@ -108,12 +108,49 @@ def _mapper(
     return mapper
 
 
+# Upstream failures that mean the provider itself is out of reach, with a hint
+# naming it (%UPSTREAM_CLUSTER% is provider_<name>). UH: the cluster has no
+# host, which for a LOGICAL_DNS cluster means its host name did not resolve.
+_UNREACHABLE = {
+    "UH": "sidegate: provider %UPSTREAM_CLUSTER% has no address: the host of its base_url "
+    "did not resolve, so the provider could not be reached (check the name and DNS; "
+    "`sidegate config check --probe` tests it) (%RESPONSE_CODE_DETAILS%)",
+    "UF": "sidegate: could not connect to provider %UPSTREAM_CLUSTER%: %LOCAL_REPLY_BODY% "
+    "(%RESPONSE_CODE_DETAILS%)",
+}
+
+
+def _unreachable_mapper(style: ErrorStyle, flag: str, message: str) -> dict[str, Any]:
+    filters: list[dict[str, Any]] = [{"response_flag_filter": {"flags": [flag]}}]
+    if style is ErrorStyle.ANTHROPIC:
+        filters.append(
+            {
+                "header_filter": {
+                    "header": {"name": ":path", "string_match": {"prefix": ANTHROPIC_PREFIX}}
+                }
+            }
+        )
+    return {
+        "filter": {"and_filter": {"filters": filters}} if len(filters) > 1 else filters[0],
+        "body_format_override": {
+            "json_format": _body(style, 503, message, "upstream_unavailable")
+        },
+        "headers_to_add": [
+            {
+                "header": {"key": "retry-after", "value": str(RETRY_AFTER_SECONDS)},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }
+
+
 def _style_mappers(style: ErrorStyle, max_body_bytes: int) -> list[dict[str, Any]]:
     too_large = (
         f"sidegate: the request body exceeds the limit of {max_body_bytes} bytes "
         "(limits.max_request_body_bytes)"
     )
     return [
+        *(_unreachable_mapper(style, flag, text) for flag, text in _UNREACHABLE.items()),
         _mapper(
             style,
             _status("EQ", 504),

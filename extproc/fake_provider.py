@@ -2,7 +2,10 @@
 
 For tests, benchmarks and local work without keys. It answers
 ``POST /v1/chat/completions`` and ``/v1/embeddings`` (OpenAI) or
-``POST /v1/messages`` (Anthropic), streamed or not, with exact SSE framing.
+``POST /v1/messages`` (Anthropic), streamed or not, with exact SSE framing, and
+``GET /v1/models`` (both), which checks the key like every other endpoint (what
+``sidegate config check --probe`` calls). With a certificate and key it serves
+HTTPS, as every real provider does, and records the SNI name each client sent.
 
 Faults come from a request header named for the fake, so that one request can
 make the first provider fail and the fallback succeed::
@@ -26,7 +29,9 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -167,6 +172,12 @@ class FakeProvider:
     # Requests being answered now, and the most at once (load tests bound retries with it).
     in_flight: int = 0
     max_in_flight: int = 0
+    # HTTPS: PEM files of the serving certificate (chain) and its key.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # The host name in base_url (a certificate names hosts, not 127.0.0.1).
+    server_name: str | None = None
+    sni_names: list[str | None] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
@@ -182,8 +193,25 @@ class FakeProvider:
 
     # -- lifecycle -------------------------------------------------------------
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.tls_cert is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        # HTTP/1.1 only: say so in ALPN so a client offering h2 falls back.
+        ctx.set_alpn_protocols(["http/1.1"])
+
+        def remember_sni(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+            if len(self.sni_names) < 1000:
+                self.sni_names.append(name)
+
+        ctx.sni_callback = remember_sni
+        return ctx
+
     async def start_async(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self.port, backlog=1024, ssl=self._tls_context()
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     def start(self) -> FakeProvider:
@@ -191,10 +219,13 @@ class FakeProvider:
         ready = threading.Event()
 
         def main() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self.start_async())
+            self._loop = loop = asyncio.new_event_loop()
+            loop.run_until_complete(self.start_async())
             ready.set()
-            self._loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
 
         self._thread = threading.Thread(target=main, name=f"fake-{self.name}", daemon=True)
         self._thread.start()
@@ -221,7 +252,8 @@ class FakeProvider:
     @property
     def base_url(self) -> str:
         suffix = "/v1" if self.api == "openai" else ""
-        return f"http://{self.host}:{self.port}{suffix}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.server_name or self.host}:{self.port}{suffix}"
 
     # -- HTTP/1.1 --------------------------------------------------------------
 
@@ -254,7 +286,7 @@ class FakeProvider:
                 keep = await self._respond_counted(writer, method, path, headers, body)
                 if not keep:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, ssl.SSLError):
             pass
         finally:
             if not writer.is_closing():
@@ -369,6 +401,9 @@ class FakeProvider:
                 extra,
             )
             return True
+        if method == "GET" and path.split("?")[0] == "/v1/models":
+            await self._send(writer, 200, json.dumps(self._models()).encode())
+            return True
         try:
             body = json.loads(raw)
         except ValueError:
@@ -398,6 +433,18 @@ class FakeProvider:
             return await self._anthropic(writer, body, faults, headers)
         await self._send(writer, 404, self._error(404, f"no route {method} {path}"))
         return True
+
+    def _models(self) -> dict[str, Any]:
+        if self.api == "openai":
+            ids = ("gpt-4o-mini", "text-embedding-3-small")
+            data = [{"id": i, "object": "model", "created": 0, "owned_by": self.name} for i in ids]
+            return {"object": "list", "data": data}
+        ids = ("claude-haiku-4-5", "claude-sonnet-4-5")
+        models = [
+            {"type": "model", "id": i, "display_name": i, "created_at": "2025-10-01T00:00:00Z"}
+            for i in ids
+        ]
+        return {"data": models, "has_more": False, "first_id": ids[0], "last_id": ids[-1]}
 
     # -- OpenAI ----------------------------------------------------------------
 
@@ -703,7 +750,15 @@ class FakeProvider:
 
 
 def serve_forever(
-    *, api: str, host: str, port: int, name: str, key: str | None, key_file: str | None = None
+    *,
+    api: str,
+    host: str,
+    port: int,
+    name: str,
+    key: str | None,
+    key_file: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> None:
     from .server import install_event_loop_policy
 
@@ -711,10 +766,20 @@ def serve_forever(
 
     async def main() -> None:
         fake = FakeProvider(
-            api=api, name=name, key=key, key_file=key_file, host=host, port=port, record=False
+            api=api,
+            name=name,
+            key=key,
+            key_file=key_file,
+            host=host,
+            port=port,
+            record=False,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
         await fake.start_async()
-        print(f"fake {api} provider {name!r} on {fake.base_url}", flush=True)
+        # One write per line: two fakes started together must not interleave.
+        sys.stdout.write(f"fake {api} provider {name!r} on {fake.base_url}\n")
+        sys.stdout.flush()
         await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,17 @@ from extproc.gateway import Gateway
 from extproc.runner import find_envoy
 from extproc.server import start_server
 from extproc.state import RequestState
+
+
+def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = 10.0, every: float = 0.02
+) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` when ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
 
 
 def free_port() -> int:
@@ -62,23 +74,26 @@ class GatewayProcess:
 
         self._thread = threading.Thread(target=main, name="extproc", daemon=True)
         self._thread.start()
-        started.wait(10)
+        if not started.wait(10):
+            raise AssertionError("the ext_proc server did not start within 10 s")
         bootstrap = self.workdir / "envoy.yaml"
         bootstrap.write_text(render_yaml(self.config, self.socket, self.admin_socket))
-        self.envoy = subprocess.Popen(
-            [
-                find_envoy(),
-                "-c",
-                str(bootstrap),
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warning",
-            ],
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        # Envoy keeps its own descriptor of the log; ours is closed at once.
+        with self.log.open("wb") as log_file:
+            self.envoy = subprocess.Popen(
+                [
+                    find_envoy(),
+                    "-c",
+                    str(bootstrap),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.envoy.poll() is None, self.log.read_text()
@@ -89,9 +104,16 @@ class GatewayProcess:
         raise AssertionError("Envoy did not become ready:\n" + self.log.read_text())
 
     def wait_completed(self, count: int, timeout: float = 5.0) -> list[RequestState]:
-        deadline = time.monotonic() + timeout
-        while len(self.completed) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+        """The completed requests, once there are ``count``; fails if they do not come in time.
+
+        ``count`` is absolute (``len(completed)`` before the request + 1), so a
+        caller never reads the previous request's state by mistake.
+        """
+        wait_until(
+            lambda: len(self.completed) >= count,
+            f"{count} completed requests (have {len(self.completed)})",
+            timeout,
+        )
         return self.completed
 
     def stop(self) -> None:
@@ -100,8 +122,11 @@ class GatewayProcess:
             self.envoy.wait(10)
         if self._thread is not None:
             asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(5)
+            asyncio.run_coroutine_threadsafe(self.gateway.close(), self.loop).result(10)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+            assert not self._thread.is_alive(), "the ext_proc thread did not stop"
+        self.loop.close()
 
 
 def env_keys(**keys: str) -> None:

@@ -123,10 +123,11 @@ class Pod:
         return env
 
     def start(self, container: dict[str, Any]) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{container['name']}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            self._argv(container), env=self._env(container), stdout=log, stderr=subprocess.STDOUT
-        )
+        # The child keeps its own descriptor of the log; ours is closed at once.
+        with open(self.workdir / f"{container['name']}.log", "wb") as log:
+            proc = subprocess.Popen(
+                self._argv(container), env=self._env(container), stdout=log, stderr=subprocess.STDOUT
+            )
         self.procs[container["name"]] = proc
         return proc
 

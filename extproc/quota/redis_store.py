@@ -130,4 +130,5 @@ class RedisStore:
         await self._adjust(keys=[self.key(k) for k in keys], args=[tokens, micro_usd])
 
     async def close(self) -> None:
-        await self.client.aclose()
+        # The pool is ours (passed in), so the client would leave its connections open.
+        await self.client.aclose(close_connection_pool=True)

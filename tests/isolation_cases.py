@@ -117,8 +117,7 @@ REFUSALS: list[tuple[str, Callable[[Spec], None], tuple[str, ...]]] = [
         "shared_pids_with_an_app_that_may_be_root",
         lambda s: s.update(shareProcessNamespace=True),
         ("container 'app': spec.shareProcessNamespace is true and no runAsUser is set",
-         "container 'app': spec.shareProcessNamespace is true and "
-         "securityContext.allowPrivilegeEscalation is not false"),
+         "may run as root or as uid 1337 (the image decides)"),
     ),
     (
         "shared_pids_with_an_app_that_can_trace",
@@ -128,8 +127,16 @@ REFUSALS: list[tuple[str, Callable[[Spec], None], tuple[str, ...]]] = [
     ),
     (
         "host_pids_with_a_root_app",
-        lambda s: _shared(s, runAsUser=0) or s.update(shareProcessNamespace=False, hostPID=True),
-        ("container 'app': spec.hostPID is true and it runs as root",),
+        lambda s: _shared(s, runAsUser=0, capabilities={"drop": ["NET_RAW"]})
+        or s.update(shareProcessNamespace=False, hostPID=True),
+        ("container 'app': spec.hostPID is true and it runs as root with root's capabilities",
+         "set securityContext.capabilities.drop to [ALL]"),
+    ),
+    (
+        "shared_pids_with_an_app_that_may_escalate",
+        lambda s: _shared(s, allowPrivilegeEscalation=True, capabilities={}),
+        ("container 'app': spec.shareProcessNamespace is true and "
+         "securityContext.allowPrivilegeEscalation is not false",),
     ),
 ]  # fmt: skip
 
@@ -138,6 +145,15 @@ REFUSAL_PARAMS = [pytest.param(mutate, says, id=name) for name, mutate, says in 
 # Close to a refusal, but nothing in them reaches the sidecars: accepted.
 ACCEPTED: list[tuple[str, Callable[[Spec], None]]] = [
     ("shared_pids_locked_down", lambda s: _shared(s)),
+    (
+        "shared_pids_root_without_capabilities",
+        lambda s: _shared(s, runAsUser=0, allowPrivilegeEscalation=None,
+                          capabilities={"drop": ["all"], "add": ["NET_BIND_SERVICE"]}),
+    ),
+    (
+        "shared_pids_non_root_without_escalation",
+        lambda s: _shared(s, capabilities={"add": ["CHOWN"]}),
+    ),
     (
         "root_app_with_dac_override_ptrace_and_kill",
         lambda s: _security(s, runAsUser=0, capabilities={"add": ["DAC_OVERRIDE", "SYS_PTRACE",

@@ -16,8 +16,9 @@ container altogether:
 * ``privileged`` and capabilities that act beyond the container's own mounts
   and processes (``_ESCAPES``): with the node goes every Secret on it;
 * with PIDs shared (``shareProcessNamespace`` or ``hostPID``), any container
-  that is, or can become, root or the sidecars' uid, or can trace or signal
-  them (``_PID_CAPS``): ``/proc/<pid>/root`` of a sidecar is its filesystem.
+  whose uid is not known, that holds root's capabilities (as root, or through a
+  setuid binary), or that adds one to trace, signal or become the sidecars
+  (``_PID_CAPS``): ``/proc/<pid>/root`` of a sidecar is its filesystem.
 
 Not refused, because they reach nothing of the sidecars': running as root,
 ``DAC_OVERRIDE``/``FOWNER``/``CHOWN`` (they act on files the container can
@@ -194,23 +195,30 @@ def check_isolation(spec: dict[str, Any], opts: PodOptions, settings: Settings) 
             )
         if shared is None:
             continue
+        # Root's default capabilities (SETUID, SETGID, KILL) are what reach the
+        # sidecars; a non-root process has none unless a setuid binary makes it root.
+        dropped_all = "ALL" in {
+            _capability(n) for n in _list(_map(sc.get("capabilities")).get("drop"))
+        }
         if effective is None:
             problems.append(
                 f"{who}: {shared} is true and no runAsUser is set, so it may run as root or as "
-                f"uid {uid}, and reach the sidecars through /proc/<pid>/root; set "
-                f"securityContext.runAsUser to a uid other than 0 and {uid}, or drop {shared}"
+                f"uid {uid} (the image decides), and reach the sidecars through /proc/<pid>/root;"
+                f" set securityContext.runAsUser to a uid other than 0 and {uid}, or drop {shared}"
             )
-        elif effective == 0:
+        elif effective == 0 and not dropped_all:
             problems.append(
-                f"{who}: {shared} is true and it runs as root, which can take the sidecars' uid "
-                f"and reach them through /proc/<pid>/root; run it as a uid other than 0 and "
+                f"{who}: {shared} is true and it runs as root with root's capabilities, which "
+                "can take the sidecars' uid and reach them through /proc/<pid>/root; set "
+                f"securityContext.capabilities.drop to [ALL], run it as a uid other than 0 and "
                 f"{uid}, or drop {shared}"
             )
-        if sc.get("allowPrivilegeEscalation") is not False:
+        elif sc.get("allowPrivilegeEscalation") is not False and not dropped_all:
             problems.append(
                 f"{who}: {shared} is true and securityContext.allowPrivilegeEscalation is not "
                 "false, so a setuid binary could make it root and reach the sidecars through "
-                f"/proc/<pid>/root; set it to false, or drop {shared}"
+                f"/proc/<pid>/root; set it to false (or capabilities.drop to [ALL]), "
+                f"or drop {shared}"
             )
         for cap in sorted(caps & _PID_CAPS.keys()):
             problems.append(

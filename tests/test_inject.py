@@ -306,6 +306,17 @@ def test_an_injected_pod_changed_to_mount_our_volume_is_refused() -> None:
         inject(injected, "apps", SETTINGS)
 
 
+def test_misshapen_security_fields_are_not_crashed_on() -> None:
+    """The API server types these before admission; a hand-made pod must still get an answer."""
+    pod = _load("deployment-pod")
+    app = pod["spec"]["containers"][0]
+    app["volumeMounts"].append({"name": ["sidegate-keys"], "mountPath": "/k"})
+    app["securityContext"] = {"runAsUser": "1337", "capabilities": {"add": "SYS_ADMIN"}}
+    pod["spec"]["securityContext"] = ["not", "a", "map"]
+    pod["spec"]["volumes"].append({"name": "v", "projected": {"sources": "x"}})
+    assert inject(pod, "apps", SETTINGS).patch
+
+
 def test_every_isolation_problem_is_reported_at_once() -> None:
     pod = _load("deployment-pod")
     app = pod["spec"]["containers"][0]

@@ -126,7 +126,7 @@ def check_isolation(spec: dict[str, Any], opts: PodOptions, settings: Settings) 
     uid = settings.proxy_uid
     for i, v in enumerate(_list(spec.get("volumes"))):
         name = _map(v).get("name")
-        if name in _HOLDS:
+        if isinstance(name, str) and name in _HOLDS:
             problems.append(
                 f"spec.volumes[{i}]: the name {name!r} is reserved for the volume sidegate adds "
                 f"({_HOLDS[name]}); rename your volume and its mounts"
@@ -144,6 +144,8 @@ def check_isolation(spec: dict[str, Any], opts: PodOptions, settings: Settings) 
     for who, c in _containers(spec):
         for j, m in enumerate(_list(c.get("volumeMounts"))):
             name = _map(m).get("name")
+            if not isinstance(name, str):
+                continue  # only a hand-made pod; the API server refuses it
             if name in _HOLDS:
                 problems.append(
                     f"{who}: volumeMounts[{j}] mounts {name!r} ({_HOLDS[name]}); remove the "

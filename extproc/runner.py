@@ -336,7 +336,10 @@ async def _run_in(
             flush=True,
         )
         if ready_file:
-            Path(ready_file).write_text(f"{base}\n{admin_socket}\n")
+            # Whole or not at all: tools poll for the file and read it at once.
+            partial = Path(f"{ready_file}.partial")
+            partial.write_text(f"{base}\n{admin_socket}\n")
+            partial.replace(ready_file)
         status = await proc.wait()
         how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"status {status}"
         raise RunError(f"Envoy exited unexpectedly ({how}); sidegate stops too (see the log above)")

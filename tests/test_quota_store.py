@@ -156,3 +156,24 @@ def test_a_burst_beyond_the_pool_waits_for_a_connection(redis_server: RedisServe
 
     assert run(go()) == [None] * 500
     assert int(redis_server.client().hget("sidegate:burst", "r") or 0) == 500
+
+
+def test_a_million_distinct_users_keep_the_local_table_bounded() -> None:
+    """Client-chosen user names must not grow memory: the table stays at its bound."""
+    store = MemoryStore()
+    limit = store.max_counters
+    regular = bound("user=regular", (5, NO, NO), (1, 0, 0), ttl=30 * 86400)
+    assert store.reserve_now([regular]) is None
+    started = time.monotonic()
+    for i in range(1_000_000):
+        store.reserve_now([Bound(f"user=u{i}", 30 * 86400, (5, NO, NO), (1, 0, 0))])
+        if i % 10_000 == 0:
+            store.reserve_now([regular])  # an active caller, in the middle of the flood
+    assert len(store) == limit
+    assert store.evicted == 1_000_000 + 1 - limit
+    # The active caller was never forgotten: its quota still holds.
+    assert store.used("user=regular") == (5, 0, 0)
+    assert store.reserve_now([regular]) == Denial(0, 0, 5)
+    # An evicted caller starts again from zero (what eviction means for enforcement).
+    assert store.used("user=u0") is None
+    assert time.monotonic() - started < 30

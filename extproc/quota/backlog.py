@@ -23,6 +23,7 @@ class Correction:
     keys: tuple[str, ...]
     tokens: int
     micro_usd: int
+    op: str  # its id: a retry of a correction Redis did apply changes nothing
 
 
 class Backlog:
@@ -38,10 +39,10 @@ class Backlog:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def add(self, keys: Sequence[str], tokens: int, micro_usd: int) -> None:
+    def add(self, keys: Sequence[str], tokens: int, micro_usd: int, op: str) -> None:
         if len(self._queue) >= self.limit:
             self.lose([self._queue.popleft()], "the reconciliation backlog is full")
-        self._queue.append(Correction(tuple(keys), tokens, micro_usd))
+        self._queue.append(Correction(tuple(keys), tokens, micro_usd, op))
 
     def take(self) -> Correction | None:
         return self._queue.popleft() if self._queue else None

@@ -42,8 +42,14 @@ from .store import Bound, Denial
 
 log = logging.getLogger(__name__)
 
+# The last key names this operation: a retry of a call whose reply was lost
+# (timed out after Redis ran it) finds it done and adds nothing twice.
 _RESERVE = """
-local n = #KEYS
+local n = #KEYS - 1
+local op = KEYS[n + 1]
+if redis.call('EXISTS', op) == 1 then
+  return {0, 0, 0}
+end
 local fields = {'r', 't', 'c'}
 for i = 1, n do
   local b = (i - 1) * 7
@@ -71,11 +77,16 @@ for i = 1, n do
     redis.call('PEXPIRE', KEYS[i], ARGV[b + 1])
   end
 end
+redis.call('SET', op, '1', 'PX', ARGV[n * 7 + 1])
 return {0, 0, 0}
 """
 
 _ADJUST = """
-for i = 1, #KEYS do
+local n = #KEYS - 1
+if not redis.call('SET', KEYS[n + 1], '1', 'NX', 'PX', ARGV[3]) then
+  return 0
+end
+for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     redis.call('HINCRBY', KEYS[i], 't', ARGV[1])
     redis.call('HINCRBY', KEYS[i], 'c', ARGV[2])
@@ -88,6 +99,11 @@ return 0
 MAX_CONNECTIONS = 16  # per sidecar; Redis itself runs one command at a time
 MAX_QUEUED = 2048  # callers waiting for a connection; beyond this, refuse at once
 QUEUE_WAIT = 1.0  # seconds a caller may wait for a connection (the policy stage has 5)
+# A call that fails by timeout or connection error is tried once more, this
+# patiently, before Redis is declared away: under a burst our own event loop
+# can be late by more than ``timeout``, which says nothing about Redis.
+CONFIRM_TIMEOUT = 2.0
+OP_TTL_MS = 600_000  # how long an operation's id guards against applying it twice
 FAILURES: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
 
 
@@ -143,8 +159,10 @@ class RedisStore:
         # No client-side retries: a slow or absent Redis must cost one timeout,
         # after which the enforcer falls back; it never stacks up waits.
         common: dict[str, Any] = {
-            "socket_timeout": config.timeout,
-            "socket_connect_timeout": config.timeout,
+            # The first try of each call is bounded by ``timeout`` (see _call);
+            # the socket allows the patient second one.
+            "socket_timeout": CONFIRM_TIMEOUT,
+            "socket_connect_timeout": CONFIRM_TIMEOUT,
             "health_check_interval": 0,
         }
         if config.cluster:
@@ -190,7 +208,10 @@ class RedisStore:
         if ticket is None:
             raise StoreDown("not asked while the circuit is open")
         try:
-            result = await self._bounded(op)
+            try:
+                result = await self._bounded(op, self.config.timeout * 3)
+            except (TimeoutError, OSError, redis.ConnectionError, redis.TimeoutError):
+                result = await self._bounded(op, CONFIRM_TIMEOUT)
         except StoreBusy:
             self.circuit.released(ticket)
             raise
@@ -206,7 +227,7 @@ class RedisStore:
             self._drainer = self._spawn(self._drain())
         return result
 
-    async def _bounded(self, op: Callable[[], Awaitable[Any]]) -> Any:
+    async def _bounded(self, op: Callable[[], Awaitable[Any]], limit: float) -> Any:
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         if self._queued >= MAX_QUEUED:
@@ -224,7 +245,7 @@ class RedisStore:
             self._queued -= 1
         try:
             # The client has its own timeouts; this bounds the call whatever it does.
-            return await asyncio.wait_for(op(), self.config.timeout * 3)
+            return await asyncio.wait_for(op(), limit)
         except MaxConnectionsError as e:
             self.busy += 1
             raise StoreBusy("the Redis connection pool is exhausted") from e
@@ -239,14 +260,18 @@ class RedisStore:
             args.append(max(1, int(b.ttl * 1000)))
             args.extend(b.limits)
             args.extend(b.need)
-        keys = [self.key(b.key) for b in bounds]
+        args.append(OP_TTL_MS)
+        keys = [self.key(b.key) for b in bounds] + [self.key("op:" + os.urandom(12).hex())]
         got = await self._call(lambda: self._reserve(keys=keys, args=args))
         index, counter, used = (int(x) for x in got)
         return None if index == 0 else Denial(index - 1, counter - 1, used)
 
-    async def adjust(self, keys: Sequence[str], tokens: int, micro_usd: int) -> None:
-        full = [self.key(k) for k in keys]
-        await self._call(lambda: self._adjust(keys=full, args=[tokens, micro_usd]))
+    async def adjust(
+        self, keys: Sequence[str], tokens: int, micro_usd: int, op: str | None = None
+    ) -> None:
+        """Add to counters that still exist; ``op`` names the correction (retries pass it again)."""
+        full = [self.key(k) for k in keys] + [self.key("op:" + (op or os.urandom(12).hex()))]
+        await self._call(lambda: self._adjust(keys=full, args=[tokens, micro_usd, OP_TTL_MS]))
 
     # --- reconciliation -----------------------------------------------------------
 
@@ -262,15 +287,15 @@ class RedisStore:
             self._release()
 
     async def _correct(self, keys: tuple[str, ...], tokens: int, micro_usd: int) -> None:
+        op = os.urandom(12).hex()
         try:
-            await self.adjust(keys, tokens, micro_usd)
+            await self.adjust(keys, tokens, micro_usd, op)
         except (StoreBusy, StoreDown) as e:
+            self.backlog.add(keys, tokens, micro_usd, op)
             if self.closed:
-                self.backlog.add(keys, tokens, micro_usd)
                 self.backlog.lose_all("the connection to Redis was closed")
             else:
                 log.info("reconciliation of %d tokens queued for later (%s)", tokens, e)
-                self.backlog.add(keys, tokens, micro_usd)
         finally:
             self._release()
 
@@ -278,7 +303,7 @@ class RedisStore:
         try:
             while (c := self.backlog.take()) is not None:
                 try:
-                    await self.adjust(c.keys, c.tokens, c.micro_usd)
+                    await self.adjust(c.keys, c.tokens, c.micro_usd, c.op)
                 except (StoreBusy, StoreDown):
                     self.backlog.put_back(c)
                     return
@@ -325,7 +350,7 @@ class RedisStore:
             c = self.backlog.take()
             assert c is not None
             try:
-                await self.adjust(c.keys, c.tokens, c.micro_usd)
+                await self.adjust(c.keys, c.tokens, c.micro_usd, c.op)
             except (StoreBusy, StoreDown):
                 self.backlog.put_back(c)
                 break

@@ -69,14 +69,14 @@ class MemoryStore:
 
     name = "local"
     errors: tuple[type[Exception], ...] = ()
-    _SWEEP_EVERY = 4096
+    _SWEEP_EVERY = 10.0  # seconds between sweeps of ended windows
 
     def __init__(self, max_counters: int = MAX_COUNTERS) -> None:
         self.max_counters = max_counters
         # Least recently used first: eviction pops from the front.
         self._counters: OrderedDict[str, list[int]] = OrderedDict()
         self._expires: dict[str, float] = {}
-        self._ops = 0
+        self._swept = time.monotonic()
         self.evicted = 0  # counters forgotten while their window was still open
         self._evicted_logged = 0
         self._last_log = 0.0
@@ -96,9 +96,9 @@ class MemoryStore:
         return self._counters[key]
 
     def _sweep(self, now: float) -> None:
-        self._ops += 1
-        if self._ops % self._SWEEP_EVERY:
+        if now - self._swept < self._SWEEP_EVERY:
             return
+        self._swept = now
         for key in [k for k, t in self._expires.items() if t <= now]:
             del self._expires[key]
             del self._counters[key]

@@ -31,7 +31,14 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.backoff import NoBackoff
-from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    MaxConnectionsError,
+    MovedError,
+    RedisError,
+    ResponseError,
+)
 from redis.retry import Retry
 
 from ..config import KeySource
@@ -361,6 +368,8 @@ class RedisStore:
 
 def _why(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-    if isinstance(e, ResponseError) and str(e).startswith(("MOVED", "ASK", "CROSSSLOT")):
+    if isinstance(e, AskError | MovedError | ClusterCrossSlotError) or (
+        isinstance(e, ResponseError) and str(e).startswith(("MOVED", "ASK", "CROSSSLOT"))
+    ):
         text += " (this Redis is a cluster: set state.redis.cluster: true)"
     return text

@@ -217,12 +217,16 @@ class RedisStore:
         try:
             try:
                 result = await self._bounded(op, self.config.timeout * 3)
-            except (TimeoutError, OSError, redis.ConnectionError, redis.TimeoutError):
+            except (StoreBusy, ResponseError):
+                raise  # load, or an answer from Redis: trying again would not change it
+            except Exception:
                 result = await self._bounded(op, CONFIRM_TIMEOUT)
         except StoreBusy:
             self.circuit.released(ticket)
             raise
-        except FAILURES as e:
+        except Exception as e:
+            # Beyond Redis errors, a connection the client left broken after a
+            # cancelled call can raise anything: it is a failed call all the same.
             opened = self.circuit.failed(ticket, time.monotonic())
             raise StoreDown(_why(e), opened=opened) from e
         except BaseException:

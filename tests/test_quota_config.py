@@ -80,8 +80,8 @@ BAD = [
     ),
     ({**copy.deepcopy(BASE), "state": {"redis": {}}}, "state.redis.url: required"),
     (
-        {**copy.deepcopy(BASE), "state": {"redis": {"url": "redis://r", "timeout": "2s"}}},
-        "state.redis.timeout: at most 1s, got '2s'",
+        {**copy.deepcopy(BASE), "state": {"redis": {"url": "redis://r", "timeout": "3s"}}},
+        "state.redis.timeout: at most 2s, got '3s'",
     ),
     (
         {**copy.deepcopy(BASE), "state": {"redis": {"url": "unix:///r.sock", "cluster": True}}},

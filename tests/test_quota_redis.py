@@ -28,7 +28,7 @@ def bound(key: str, requests: int = NO) -> Bound:
     return Bound(key=key, ttl=60, limits=(requests, NO, NO), need=(1, 10, 0))
 
 
-def store_for(server: RedisServer, timeout: float = 0.1) -> RedisStore:
+def store_for(server: RedisServer, timeout: float = 1.0) -> RedisStore:
     return RedisStore(
         RedisConfig(url=RedisUrl(server.url), timeout=timeout, key_prefix="t-redis:")
     )
@@ -57,7 +57,7 @@ def test_concurrent_failures_open_the_circuit_once(redis_server: RedisServer) ->
     async def go() -> None:
         store = store_for(redis_server)
         assert await store.reserve([bound("a")]) is None  # connected and working
-        # Longer than a call's first try and its patient second one (CONFIRM_TIMEOUT).
+        # Longer than a call's timeout: every call in flight fails.
         stall(redis_server, 3000)
         stalled_at = time.monotonic()
         results = await asyncio.gather(
@@ -81,7 +81,7 @@ def test_concurrent_failures_open_the_circuit_once(redis_server: RedisServer) ->
 
         # Single probes, doubling: Redis is used again soon after the stall ends.
         waited = await until(back, 10, "Redis used again after the stall")
-        assert time.monotonic() - stalled_at - 3.0 < 2.5, waited
+        assert time.monotonic() - stalled_at - 3.0 < 3.5, waited
         assert not store.circuit.is_open and store.circuit.pause == 1.0
         await store.close()
 

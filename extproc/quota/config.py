@@ -27,7 +27,7 @@ class Dimension(enum.StrEnum):
 
 
 MONTH = -1.0  # a calendar month (UTC) as a window length
-MAX_REDIS_TIMEOUT = 1.0
+MAX_REDIS_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,7 @@ class RedisUrl:
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     url: KeySource | RedisUrl
-    timeout: float = 0.1
+    timeout: float = 1.0  # a call unanswered this long is a failed call
     key_prefix: str = "sidegate:"
     cluster: bool = False  # a Redis Cluster: counters in one hash slot, cluster-aware client
 
@@ -215,10 +215,10 @@ def _redis(r: Reader, parse_key: Callable[[Reader], KeySource]) -> RedisConfig:
         raise url_r.fail("required: a redis:// URL, or {env: NAME} / {file: PATH} holding one")
     else:
         url = parse_key(url_r)
-    timeout = r.child("timeout").duration(0.1)
+    timeout = r.child("timeout").duration(1.0)
     if timeout > MAX_REDIS_TIMEOUT:
-        # Three of these (pool, connect, reply) must fit in the policy stage's
-        # 5 s; a Redis slower than this is better treated as away.
+        # A call (its retry included) plus the wait for a connection must fit
+        # in the policy stage's 5 s; a Redis slower than this is better treated as away.
         raise r.child("timeout").fail(
             f"at most {MAX_REDIS_TIMEOUT:g}s, got {r.child('timeout').value!r}"
         )

@@ -106,10 +106,6 @@ return 0
 MAX_CONNECTIONS = 16  # per sidecar; Redis itself runs one command at a time
 MAX_QUEUED = 2048  # callers waiting for a connection; beyond this, refuse at once
 QUEUE_WAIT = 1.0  # seconds a caller may wait for a connection (the policy stage has 5)
-# A call that fails by timeout or connection error is tried once more, this
-# patiently, before Redis is declared away: under a burst our own event loop
-# can be late by more than ``timeout``, which says nothing about Redis.
-CONFIRM_TIMEOUT = 2.0
 OP_TTL_MS = 600_000  # how long an operation's id guards against applying it twice
 FAILURES: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
 
@@ -166,10 +162,9 @@ class RedisStore:
         # No client-side retries: a slow or absent Redis must cost one timeout,
         # after which the enforcer falls back; it never stacks up waits.
         common: dict[str, Any] = {
-            # The first try of each call is bounded by ``timeout`` (see _call);
-            # the socket allows the patient second one.
-            "socket_timeout": CONFIRM_TIMEOUT,
-            "socket_connect_timeout": CONFIRM_TIMEOUT,
+            # Each call as a whole is bounded by ``timeout`` too (see _call).
+            "socket_timeout": config.timeout,
+            "socket_connect_timeout": config.timeout,
             "health_check_interval": 0,
         }
         if config.cluster:
@@ -194,6 +189,8 @@ class RedisStore:
         self._reserve = self.client.register_script(_RESERVE)
         self._adjust = self.client.register_script(_ADJUST)
         self._slots: asyncio.Semaphore | None = None  # made on first use, in the serving loop
+        self._warming: asyncio.Lock | None = None
+        self._warm = False
         self._queued = 0
         self.circuit = Circuit()
         self.backlog = Backlog(config.describe())
@@ -214,13 +211,23 @@ class RedisStore:
         ticket = self.circuit.ticket(time.monotonic())
         if ticket is None:
             raise StoreDown("not asked while the circuit is open")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout
         try:
+            if not self._warm:
+                await self._warm_up()
             try:
-                result = await self._bounded(op, self.config.timeout * 3)
-            except (StoreBusy, ResponseError):
-                raise  # load, or an answer from Redis: trying again would not change it
+                result = await self._bounded(op, self.config.timeout)
+            except (StoreBusy, ResponseError, TimeoutError, redis.TimeoutError):
+                # Load; an answer from Redis; or no answer for the whole timeout.
+                raise
             except Exception:
-                result = await self._bounded(op, CONFIRM_TIMEOUT)
+                # Failed fast (a reset, a connection the client left broken after
+                # a cancelled call): once more, within the same timeout. Redis may
+                # have run it, so from here on it is never given up as "busy" (the
+                # caller would go elsewhere while Redis counted it).
+                left = max(0.05, deadline - loop.time())
+                result = await self._bounded(op, left, patient=True)
         except StoreBusy:
             self.circuit.released(ticket)
             raise
@@ -238,16 +245,38 @@ class RedisStore:
             self._drainer = self._spawn(self._drain())
         return result
 
-    async def _bounded(self, op: Callable[[], Awaitable[Any]], limit: float) -> Any:
+    async def _warm_up(self) -> None:
+        """Discover the cluster and load the scripts once, before a burst can race for it.
+
+        A burst on a cold client has every call discover the cluster and load
+        the scripts at once; the cluster client then breaks connections
+        under calls that time out meanwhile.
+        """
+        if self._warming is None:
+            self._warming = asyncio.Lock()
+        async with self._warming:
+            if self._warm:
+                return
+            if self.config.cluster:
+                await asyncio.wait_for(self.client.initialize(), self.config.timeout)
+            for script in (_RESERVE, _ADJUST):
+                await asyncio.wait_for(self.client.script_load(script), self.config.timeout)
+            self._warm = True
+
+    async def _bounded(
+        self, op: Callable[[], Awaitable[Any]], limit: float, *, patient: bool = False
+    ) -> Any:
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
-        if self._queued >= MAX_QUEUED:
+        if self._queued >= MAX_QUEUED and not patient:
             self.busy += 1
             raise StoreBusy(f"{MAX_QUEUED} requests already wait for a connection to Redis")
         self._queued += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), QUEUE_WAIT)
+            await asyncio.wait_for(self._slots.acquire(), limit if patient else QUEUE_WAIT)
         except TimeoutError:
+            if patient:
+                raise  # a failure of the call
             self.busy += 1
             raise StoreBusy(
                 f"no connection to Redis became free within {QUEUE_WAIT:g}s"
@@ -258,6 +287,8 @@ class RedisStore:
             # The client has its own timeouts; this bounds the call whatever it does.
             return await asyncio.wait_for(op(), limit)
         except MaxConnectionsError as e:
+            if patient:
+                raise
             self.busy += 1
             raise StoreBusy("the Redis connection pool is exhausted") from e
         finally:

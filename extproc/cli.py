@@ -1,16 +1,45 @@
-"""The ``sidegate`` command."""
+"""The ``sidegate`` command line."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
+import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import __version__
 from .config import ConfigError, GatewayConfig, load_config
 from .gateway import Gateway
+
+DESCRIPTION = """\
+An AI API gateway beside every pod: Envoy takes the app's OpenAI and Anthropic
+SDK traffic on 127.0.0.1 and a Python ext_proc service decides, per request,
+which provider and model answer it, how to translate it, and which key to use.
+
+Start with:  sidegate run -c sidegate.yaml   (then point the SDK's base URL at
+http://127.0.0.1:14000/v1 or http://127.0.0.1:14000/anthropic).
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, unless it has none worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or action.option_strings == []
+            or isinstance(default, bool)
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else "%(default)s"
+        return f"{text} (default: {shown})"
 
 
 def _overrides(args: argparse.Namespace) -> Callable[[GatewayConfig], GatewayConfig]:
@@ -32,10 +61,13 @@ def _load(args: argparse.Namespace) -> GatewayConfig:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .provider_check import warn_unresolved
     from .runner import run
 
+    config = _load(args)
+    warn_unresolved(config)
     return run(
-        _load(args),
+        config,
         config_path=args.config,
         socket_path=args.socket,
         ready_file=args.ready_file,
@@ -43,17 +75,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def _port_in_use(
+    address: str, port: int, hint: str = "--port or listen.port in the config"
+) -> str | None:
+    """Why the app listener cannot bind, checked before Envoy would only log it."""
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        # As Envoy binds: a port left in TIME_WAIT is free, one with a listener is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError as e:
+            return (
+                f"cannot listen on {address}:{port}: {e.strerror} (another sidegate or "
+                f"program has it; stop it, or pick another port with {hint})"
+            )
+    return None
+
+
 def _cmd_extproc(args: argparse.Namespace) -> int:
+    from .provider_check import warn_unresolved
     from .runner import SidecarOptions, serve_extproc
 
     opts = SidecarOptions(
         socket=args.socket,
+        admin_socket=args.admin_socket,
         envoy_dir=args.envoy_dir,
-        admin_port=args.admin_port,
         ready_port=args.ready_port or None,
         drain_seconds=args.drain_seconds,
+        drain_file=args.drain_file,
     )
-    return serve_extproc(_load(args), opts, config_path=args.config)
+    config = _load(args)
+    warn_unresolved(config)
+    return serve_extproc(config, opts, config_path=args.config)
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
@@ -74,24 +127,44 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {p}", file=sys.stderr)
     redis = config.quota.state.redis
     state = f"shared in Redis ({redis.describe()})" if redis else "in memory"
-    print(
-        f"{args.config}: OK — {len(config.providers)} providers, {len(config.models)} models, "
+    summary = (
+        f"{len(config.providers)} providers, {len(config.models)} models, "
         f"{len(config.routes)} routes ({len(gateway.plans)} Envoy routes), "
         f"{len(config.quota.quotas)} quotas counted {state}"
     )
-    return 1 if problems and args.strict else 0
+    failed = bool(problems) and args.strict
+    if failed:
+        print(
+            f"{args.config}: FAILED (--strict) — {len(problems)} key sources unusable; {summary}"
+        )
+    else:
+        print(f"{args.config}: OK — {summary}")
+    if args.probe:
+        from .provider_check import check_providers
+
+        reports = check_providers(config, timeout=args.timeout)
+        for report in reports:
+            for line in report.lines():
+                print(line)
+        bad = [r.provider for r in reports if not r.ok]
+        if bad:
+            print(f"probe: not ready: {', '.join(bad)}", file=sys.stderr)
+            return 1
+    return 1 if failed else 0
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from .envoy_bootstrap import render_yaml
 
-    sys.stdout.write(render_yaml(_load(args), args.socket or "/run/sidegate/extproc.sock"))
+    sys.stdout.write(
+        render_yaml(_load(args), args.socket or "/run/sidegate/extproc.sock", args.admin_socket)
+    )
     return 0
 
 
 def _cmd_inject(args: argparse.Namespace) -> int:
     from .inject.annotations import AnnotationError
-    from .inject.offline import dump_documents, inject_documents
+    from .inject.offline import ManifestError, dump_documents, inject_documents
     from .inject.settings import SettingsError, load_settings
 
     if args.inject_command == "serve":
@@ -114,7 +187,7 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         settings = load_settings(args.settings)
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
         docs, notes = inject_documents(text, settings, args.namespace)
-    except (SettingsError, AnnotationError, OSError) as e:
+    except (SettingsError, AnnotationError, ManifestError, OSError) as e:
         print(f"sidegate inject: {e}", file=sys.stderr)
         return 1
     for note in notes:
@@ -123,10 +196,21 @@ def _cmd_inject(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_inject_serve(args: argparse.Namespace) -> int:
-    from .inject.webhook import serve
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
-    server = serve(args.host, args.port, args.cert, args.key, args.settings)
+
+def _cmd_inject_serve(args: argparse.Namespace) -> int:
+    from .inject.webhook import Limits, serve
+
+    limits = Limits(max_connections=args.max_connections, max_inflight=args.max_inflight)
+    server = serve(args.host, args.port, args.cert, args.key, args.settings, limits)
     logging.getLogger("sidegate.inject").info(
         "injector webhook on https://%s:%d/inject", args.host, server.server_address[1]
     )
@@ -155,6 +239,10 @@ def _cmd_capture(args: argparse.Namespace) -> int:
 def _cmd_fake(args: argparse.Namespace) -> int:
     from .fake_provider import serve_forever
 
+    busy = _port_in_use(args.host, args.port, "--port") if args.port else None
+    if busy:
+        print(f"sidegate fake-provider: {busy}", file=sys.stderr)
+        return 1
     serve_forever(
         api=args.api,
         host=args.host,
@@ -162,6 +250,8 @@ def _cmd_fake(args: argparse.Namespace) -> int:
         name=args.name,
         key=args.key,
         key_file=args.key_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     return 0
 
@@ -173,97 +263,174 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sidegate", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sidegate", description=DESCRIPTION, formatter_class=_HelpFormatter
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"sidegate {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = group.add_parser(
+            name, help=text, description=text, formatter_class=_HelpFormatter
+        )
+        return p
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument("-c", "--config", required=True, help="the gateway config (YAML)")
 
-    p = sub.add_parser("run", help="run Envoy and the ext_proc service locally")
+    p = command(sub, "run", "run Envoy and the ext_proc service locally")
     with_config(p)
     p.add_argument("--port", type=int, help="app listener port (overrides listen.port)")
-    p.add_argument("--socket", help="ext_proc Unix socket path (default: a private temp dir)")
-    p.add_argument("--ready-file", help="write the base URL here once ready")
+    p.add_argument(
+        "--socket",
+        help="the ext_proc's Unix socket (default: extproc.socket, else a private temp dir)",
+    )
+    p.add_argument(
+        "--ready-file",
+        help="once ready, write the base URL and Envoy's admin URL here, one a line "
+        "(for scripts that wait on the gateway)",
+    )
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("extproc", help="serve only the ext_proc service (sidecar container)")
+    p = command(sub, "extproc", "serve only the ext_proc service (the sidecar's container)")
     with_config(p)
-    p.add_argument("--socket", default="/run/sidegate/extproc.sock")
+    p.add_argument(
+        "--socket",
+        default="/run/sidegate/extproc.sock",
+        help="the Unix socket Envoy reaches the ext_proc on",
+    )
     p.add_argument(
         "--envoy-dir",
         help="write Envoy's bootstrap and watched listener/cluster files here (sidecar mode)",
     )
-    p.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port (loopback)")
+    p.add_argument(
+        "--admin-socket",
+        default="/run/sidegate/envoy-admin.sock",
+        help="Envoy's admin Unix socket (mode 0600; Envoy creates it)",
+    )
     p.add_argument(
         "--ready-port", type=int, default=15021, help="Envoy's /ready-only port (0: none)"
     )
     p.add_argument(
-        "--drain-seconds", type=float, default=0.0, help="keep serving after SIGTERM while busy"
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="keep serving this long after SIGTERM while Envoy drains",
+    )
+    p.add_argument(
+        "--drain-file", help="when this file appears, drain Envoy's listeners (legacy preStop)"
     )
     p.set_defaults(func=_cmd_extproc)
 
-    p = sub.add_parser("health", help="exit 0 when the ext_proc serves (a startup probe)")
-    p.add_argument("--socket", default="/run/sidegate/extproc.sock")
+    p = command(sub, "health", "exit 0 when the ext_proc serves (a startup probe)")
+    p.add_argument(
+        "--socket", default="/run/sidegate/extproc.sock", help="the ext_proc's Unix socket"
+    )
     p.add_argument("--envoy-dir", help="also require Envoy's files here")
     p.add_argument("--wait", type=float, default=0.0, help="keep trying this many seconds")
     p.set_defaults(func=_cmd_health)
 
-    cfg = sub.add_parser("config", help="check or render a gateway config").add_subparsers(
-        dest="config_command", required=True
+    cfg = command(sub, "config", "check or render a gateway config").add_subparsers(
+        dest="config_command", required=True, metavar="COMMAND"
     )
-    p = cfg.add_parser("check", help="validate the config and its key sources")
+    p = command(cfg, "check", "validate the config and its key sources")
     with_config(p)
-    p.add_argument("--strict", action="store_true", help="fail when a key source is unusable")
-    p.set_defaults(func=_cmd_check)
-    p = cfg.add_parser("render", help="print the generated Envoy bootstrap")
-    with_config(p)
-    p.add_argument("--port", type=int)
     p.add_argument(
-        "--socket", help="ext_proc socket path to render (default /run/sidegate/extproc.sock)"
+        "--strict", action="store_true", help="fail when a key source is unusable"
+    )
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also resolve and connect to every provider (TCP, TLS) and ask it whether "
+        "each key is accepted (GET /models); keys are never printed",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds per network step of --probe"
+    )
+    p.set_defaults(func=_cmd_check)
+    p = command(cfg, "render", "print the generated Envoy bootstrap")
+    with_config(p)
+    p.add_argument("--port", type=int, help="app listener port (overrides listen.port)")
+    p.add_argument(
+        "--socket",
+        default="/run/sidegate/extproc.sock",
+        help="the ext_proc socket path to render",
+    )
+    p.add_argument(
+        "--admin-socket", help="Envoy admin socket to render (default: beside the ext_proc's)"
     )
     p.set_defaults(func=_cmd_render)
 
-    p = sub.add_parser("inject", help="inject the sidecar into manifests, or serve the webhook")
+    p = command(sub, "inject", "inject the sidecar into manifests, or serve the webhook")
     p.add_argument("-f", "--filename", help="Pod or workload YAML to inject ('-': stdin)")
     p.add_argument("-n", "--namespace", default="default", help="namespace for objects without one")
     p.add_argument("--settings", help="injector settings YAML (the chart's injector ConfigMap)")
     p.set_defaults(func=_cmd_inject, inject_command=None)
-    inject_sub = p.add_subparsers(dest="inject_command")
-    serve_p = inject_sub.add_parser("serve", help="the HTTPS admission webhook")
-    serve_p.add_argument("--host", default="0.0.0.0")
-    serve_p.add_argument("--port", type=int, default=8443)
-    serve_p.add_argument("--cert", default="/etc/sidegate/webhook-tls/tls.crt")
-    serve_p.add_argument("--key", default="/etc/sidegate/webhook-tls/tls.key")
+    inject_sub = p.add_subparsers(dest="inject_command", metavar="COMMAND")
+    serve_p = command(inject_sub, "serve", "the HTTPS admission webhook")
+    serve_p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve_p.add_argument("--port", type=int, default=8443, help="HTTPS port")
+    serve_p.add_argument(
+        "--cert",
+        default="/etc/sidegate/webhook-tls/tls.crt",
+        help="serving certificate (PEM), re-read on change",
+    )
+    serve_p.add_argument(
+        "--key",
+        default="/etc/sidegate/webhook-tls/tls.key",
+        help="its private key (PEM), re-read on change",
+    )
     serve_p.add_argument("--settings", help="injector settings YAML, re-read on change")
-    probe_p = inject_sub.add_parser("probe", help="check a running webhook end to end")
+    serve_p.add_argument(
+        "--max-connections", type=_positive, default=128, help="open connections served at once"
+    )
+    serve_p.add_argument(
+        "--max-inflight", type=_positive, default=4, help="reviews injected at once; more get 429"
+    )
+    probe_p = command(inject_sub, "probe", "check a running webhook end to end")
     probe_p.add_argument("--url", required=True, help="https://<service>.<ns>.svc:443/inject")
     probe_p.add_argument("--ca-file", required=True, help="the CA the API server trusts")
 
-    p = sub.add_parser("capture", help="transparent capture (the capture init container)")
-    cap = p.add_subparsers(dest="capture_command", required=True)
-    p = cap.add_parser("install", help="install the iptables REDIRECT rules")
-    p.add_argument("--proxy-uid", type=int, default=1337)
-    p.add_argument("--to-port", type=int, default=14000)
+    p = command(sub, "capture", "transparent capture (the capture init container)")
+    cap = p.add_subparsers(dest="capture_command", required=True, metavar="COMMAND")
+    p = command(cap, "install", "install the iptables REDIRECT rules")
+    p.add_argument(
+        "--proxy-uid",
+        type=int,
+        default=1337,
+        help="the UID Envoy runs as; its own traffic is not redirected",
+    )
+    p.add_argument("--to-port", type=int, default=14000, help="the sidecar's app listener port")
     p.add_argument("--ports", default="80", help="comma list of TCP ports to capture")
     p.set_defaults(func=_cmd_capture)
 
-    p = sub.add_parser("fake-provider", help="a local provider that speaks the real wire format")
-    p.add_argument("--api", choices=["openai", "anthropic"], required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
+    p = command(sub, "fake-provider", "a local provider that speaks the real wire format")
+    p.add_argument(
+        "--api", choices=["openai", "anthropic"], required=True, help="the wire format to speak"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, required=True, help="port to listen on (0: any free)")
     p.add_argument("--name", default="fake", help="selects x-fake-fault-<name> fault headers")
     p.add_argument("--key", help="require this API key (default: accept any)")
     p.add_argument(
         "--key-file", help="accept the keys in this file (one a line; re-read per request)"
     )
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    p.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
     p.set_defaults(func=_cmd_fake)
 
-    p = sub.add_parser(
-        "bench", help="measure sidegate's added latency against Envoy alone and direct"
-    )
+    p = command(sub, "bench", "measure sidegate's added latency against Envoy alone and direct")
     p.add_argument("--requests", type=int, default=2000, help="requests per scenario")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 32],
+        help="concurrent clients; each value is a scenario",
+    )
     p.add_argument("--json", help="also write the results here")
     p.add_argument(
         "--no-quotas",
@@ -278,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # sidegate forks only to exec Envoy: gRPC's fork handlers have nothing to
+    # do, and with them on every start logs "skipping fork() handlers".
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

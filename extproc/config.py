@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from . import forwarding
 from .quota.config import QuotaConfig, parse_quota_config
 
 
@@ -109,11 +110,17 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 5.0
-    # No byte from the provider for this long (before its first byte or between
-    # two chunks) fails the attempt over to the next group.
+    # An attempt whose response has not started after this long fails over to
+    # the next group. Once the response has started it no longer applies.
     first_byte: float = 60.0
-    # Silence allowed between two chunks of a stream, client side.
+    # Silence allowed on a request, in either direction: between two chunks of
+    # a streamed response as the client sees them, or of an uploaded body.
     stream_idle: float = 300.0
+    # A client must send its request headers within this long of connecting
+    # (or of its previous request on a kept-alive connection).
+    request_headers: float = 10.0
+    # A client must send its whole request, headers and body, within this long.
+    request: float = 60.0
     retry_base: float = 0.25
     retry_max: float = 2.0
     # Retry-After values above this are ignored by Envoy (the back-off applies).
@@ -124,12 +131,58 @@ class Timeouts:
 class Listen:
     address: str = "127.0.0.1"
     port: int = 14000
-    admin_port: int = 0  # 0: an ephemeral port, published through --admin-address-path
+
+
+# What the ext_proc path can carry in one message: Envoy buffers up to this for
+# a stream to the processor, and the processor's gRPC cap is above it. The
+# request body travels whole (BUFFERED) to both stages, so it must fit with
+# room for headers, attributes and the provider stage's translation.
+EXTPROC_MESSAGE_BYTES = 32 * 1024 * 1024
+BODY_HEADROOM_BYTES = 1024 * 1024
+MAX_BODY_CEILING = EXTPROC_MESSAGE_BYTES - BODY_HEADROOM_BYTES
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    # The one size setting: Envoy's buffers (listener, route, retries) are
+    # derived from it, and a bigger body is refused in the caller's format.
     max_request_body_bytes: int = 16 * 1024 * 1024
+    max_request_headers_kb: int = 96
+    # Downstream connections the listener holds at once; more are closed.
+    max_connections: int = 2048
+    # Concurrent streams per HTTP/2 client connection.
+    max_streams_per_connection: int = 128
+    # The most sidegate holds of one provider response: one SSE event it
+    # translates, or an error or JSON body it rewrites whole.
+    max_response_bytes: int = 16 * 1024 * 1024
+    # How far Envoy may run ahead of an app that reads slower than its
+    # provider sends (the app connection's buffer limit). Envoy 1.40 crashes
+    # when it must pause such a response after the provider finished, so this
+    # sits above any response an app should get.
+    client_buffer_bytes: int = 256 * 1024 * 1024
+
+    @property
+    def body_buffer_bytes(self) -> int:
+        """What Envoy may buffer for one request: the body limit plus headroom."""
+        return self.max_request_body_bytes + BODY_HEADROOM_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakers:
+    """Per-provider limits, sized for one pod's traffic rather than Envoy's defaults.
+
+    Envoy's default of 3 concurrent retries per cluster turns failover off under
+    load; a retry budget scales with the requests in flight instead.
+    """
+
+    max_connections: int = 1024
+    max_pending_requests: int = 1024
+    max_requests: int = 1024
+    # Retries in flight may be this share of the requests in flight to the
+    # provider a request started on...
+    retry_budget_percent: float = 100.0
+    # ...but never fewer than this many, so a quiet sidecar can still fail over.
+    min_retry_concurrency: int = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +201,14 @@ class EnvoyOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardHeaders:
+    """The app's headers that reach providers beyond the built-in classes (see ``forwarding``)."""
+
+    allow: tuple[str, ...] = ()  # names, or prefixes ending in "*"
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     providers: Mapping[str, Provider]
     models: Mapping[str, Model]
@@ -156,9 +217,11 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
     envoy: EnvoyOptions = field(default_factory=EnvoyOptions)
     extproc_socket: str | None = None
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -430,13 +493,36 @@ _TOP_FIELDS = [
     "limits",
     "defaults",
     "timeouts",
+    "circuit_breakers",
     "envoy",
     "extproc",
     "quotas",
     "identity",
     "state",
     "tokenizer",
+    "forward_headers",
 ]
+
+
+def _parse_forward_headers(root: Reader) -> ForwardHeaders:
+    r = root.child("forward_headers")
+    r.mapping(["allow", "deny"], optional=True)
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("allow", "deny"):
+        patterns: list[str] = []
+        for item in r.child(key).elements():
+            pattern = item.string().lower()
+            if not forwarding.PATTERN.match(pattern):
+                raise item.fail(
+                    f"expected a header name or a prefix ending in '*', got {pattern!r}"
+                )
+            if key == "allow" and (why := forwarding.never_reason(pattern)):
+                raise item.fail(f"{pattern!r} is never forwarded: {why}")
+            if key == "deny" and pattern in forwarding.FRAMING:
+                raise item.fail(f"{pattern!r} is always forwarded: sidegate and Envoy need it")
+            patterns.append(pattern)
+        lists[key] = tuple(patterns)
+    return ForwardHeaders(allow=lists["allow"], deny=lists["deny"])
 
 
 def parse_config(doc: Any) -> GatewayConfig:
@@ -463,21 +549,20 @@ def parse_config(doc: Any) -> GatewayConfig:
         routes.setdefault(name, Route(name=name, groups=((Candidate(name),),), retries=1))
 
     listen_r = root.child("listen")
-    listen_r.mapping(["address", "port", "admin_port"], optional=True)
+    listen_doc = doc.get("listen") if isinstance(doc, dict) else None
+    if isinstance(listen_doc, dict) and "admin_port" in listen_doc:
+        raise listen_r.child("admin_port").fail(
+            "removed: Envoy's admin API is a Unix socket in sidegate's run dir, "
+            "never a TCP port (the app could reach a port; see README, Security model)"
+        )
+    listen_r.mapping(["address", "port"], optional=True)
     address = listen_r.child("address").string("127.0.0.1")
     listen = Listen(
         address=address,
         port=listen_r.child("port").integer(14000, minimum=1, maximum=65535),
-        admin_port=listen_r.child("admin_port").integer(0, minimum=0, maximum=65535),
     )
 
-    limits_r = root.child("limits")
-    limits_r.mapping(["max_request_body_bytes"], optional=True)
-    limits = Limits(
-        max_request_body_bytes=limits_r.child("max_request_body_bytes").integer(
-            Limits().max_request_body_bytes, minimum=1024, maximum=1 << 30
-        )
-    )
+    limits = _parse_limits(root.child("limits"))
 
     defaults_r = root.child("defaults")
     defaults_r.mapping(["anthropic_max_tokens", "reserve_output_tokens"], optional=True)
@@ -486,25 +571,20 @@ def parse_config(doc: Any) -> GatewayConfig:
         reserve_output_tokens=defaults_r.child("reserve_output_tokens").integer(4096, minimum=0),
     )
 
-    t_r = root.child("timeouts")
-    t_fields = [
-        "connect",
-        "first_byte",
-        "stream_idle",
-        "retry_base",
-        "retry_max",
-        "retry_after_max",
-    ]
-    t_r.mapping(t_fields, optional=True)
-    d = Timeouts()
-    timeouts = Timeouts(**{f: t_r.child(f).duration(getattr(d, f)) for f in t_fields})
-    if timeouts.retry_max < timeouts.retry_base:
-        raise t_r.child("retry_max").fail("must be at least retry_base")
+    timeouts = _parse_timeouts(root.child("timeouts"))
+    circuit_breakers = _parse_circuit_breakers(root.child("circuit_breakers"))
 
     e_r = root.child("envoy")
     e_r.mapping(["concurrency", "log_level", "access_log"], optional=True)
     log_level = e_r.child("log_level").string("warning")
-    levels = ("trace", "debug", "info", "warning", "error", "critical", "off")
+    levels = ("info", "warning", "error", "critical", "off")
+    if log_level in ("trace", "debug"):
+        # Envoy's http, router and codec loggers print whole header maps at
+        # debug, the provider keys sidegate injects included.
+        raise e_r.child("log_level").fail(
+            f"{log_level} prints request headers, provider keys included; "
+            f"expected one of: {', '.join(levels)}"
+        )
     if log_level not in levels:
         raise e_r.child("log_level").fail(f"expected one of: {', '.join(levels)}")
     envoy = EnvoyOptions(
@@ -523,9 +603,107 @@ def parse_config(doc: Any) -> GatewayConfig:
         limits=limits,
         defaults=defaults,
         timeouts=timeouts,
+        circuit_breakers=circuit_breakers,
         envoy=envoy,
         extproc_socket=x_r.child("socket").opt_string(),
         quota=parse_quota_config(root, routes, _parse_key),
+        forward_headers=_parse_forward_headers(root),
+    )
+
+
+def _parse_limits(r: Reader) -> Limits:
+    d = Limits()
+    r.mapping(
+        [
+            "max_request_body_bytes",
+            "max_request_headers_kb",
+            "max_connections",
+            "max_streams_per_connection",
+            "max_response_bytes",
+            "client_buffer_bytes",
+        ],
+        optional=True,
+    )
+    body_r = r.child("max_request_body_bytes")
+    body = body_r.integer(d.max_request_body_bytes, minimum=1024)
+    if body > MAX_BODY_CEILING:
+        raise body_r.fail(
+            f"{body} bytes is more than the gateway can carry: a body travels whole to the "
+            f"ext_proc service in one message of at most {EXTPROC_MESSAGE_BYTES} bytes, so the "
+            f"largest limit is {MAX_BODY_CEILING} bytes"
+        )
+    max_response = r.child("max_response_bytes").integer(
+        d.max_response_bytes, minimum=65536, maximum=256 << 20
+    )
+    return Limits(
+        max_request_body_bytes=body,
+        # Envoy accepts 1-8192 KiB of request headers.
+        max_request_headers_kb=r.child("max_request_headers_kb").integer(
+            d.max_request_headers_kb, minimum=8, maximum=8192
+        ),
+        max_connections=r.child("max_connections").integer(
+            d.max_connections, minimum=1, maximum=1_000_000
+        ),
+        max_streams_per_connection=r.child("max_streams_per_connection").integer(
+            d.max_streams_per_connection, minimum=1, maximum=2_147_483_647
+        ),
+        max_response_bytes=max_response,
+        # Above the largest event sidegate holds: one is handed back in a burst.
+        client_buffer_bytes=r.child("client_buffer_bytes").integer(
+            max(d.client_buffer_bytes, max_response + (1 << 20)),
+            minimum=max_response + (1 << 20),
+            maximum=(1 << 32) - 1,
+        ),
+    )
+
+
+_TIMEOUT_FIELDS = [
+    "connect",
+    "first_byte",
+    "stream_idle",
+    "request_headers",
+    "request",
+    "retry_base",
+    "retry_max",
+    "retry_after_max",
+]
+
+
+def _parse_timeouts(r: Reader) -> Timeouts:
+    r.mapping(_TIMEOUT_FIELDS, optional=True)
+    d = Timeouts()
+    timeouts = Timeouts(**{f: r.child(f).duration(getattr(d, f)) for f in _TIMEOUT_FIELDS})
+    if timeouts.retry_max < timeouts.retry_base:
+        raise r.child("retry_max").fail("must be at least retry_base")
+    return timeouts
+
+
+def _parse_circuit_breakers(r: Reader) -> CircuitBreakers:
+    d = CircuitBreakers()
+    r.mapping(
+        [
+            "max_connections",
+            "max_pending_requests",
+            "max_requests",
+            "retry_budget_percent",
+            "min_retry_concurrency",
+        ],
+        optional=True,
+    )
+    budget_r = r.child("retry_budget_percent")
+    budget = budget_r.number(d.retry_budget_percent)
+    if budget > 100.0:
+        raise budget_r.fail(f"expected a percentage between 0 and 100, got {budget_r.value}")
+    return CircuitBreakers(
+        max_connections=r.child("max_connections").integer(d.max_connections, minimum=1),
+        max_pending_requests=r.child("max_pending_requests").integer(
+            d.max_pending_requests, minimum=1
+        ),
+        max_requests=r.child("max_requests").integer(d.max_requests, minimum=1),
+        retry_budget_percent=budget,
+        min_retry_concurrency=r.child("min_retry_concurrency").integer(
+            d.min_retry_concurrency, minimum=1
+        ),
     )
 
 

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from .apis import ClientApi, ErrorStyle
-from .errors import GatewayError
+from .errors import GatewayError, clip
 
 
 class Kind(enum.Enum):
@@ -46,22 +46,30 @@ def classify(method: str, path: str) -> Endpoint:
             return _only(
                 method, "POST", path, Endpoint(Kind.PROXY, style, ClientApi.ANTHROPIC_MESSAGES)
             )
-        raise GatewayError(404, f"sidegate does not serve {method} {path}", code="unknown_url")
+        raise _not_served(method, path)
     rest = next((path[len(p) :] for p in ("/openai/v1", "/v1") if path.startswith(p + "/")), None)
     if rest is None:
-        raise GatewayError(404, f"sidegate does not serve {method} {path}", code="unknown_url")
+        raise _not_served(method, path)
     if rest in _POST:
         return _only(method, "POST", path, Endpoint(Kind.PROXY, style, _POST[rest]))
     if rest == "/models":
         return _only(method, "GET", path, Endpoint(Kind.LIST_MODELS, style))
     if rest.startswith("/models/") and len(rest) > len("/models/"):
         return _only(method, "GET", path, Endpoint(Kind.GET_MODEL, style, model_id=rest[8:]))
-    raise GatewayError(404, f"sidegate does not serve {method} {path}", code="unknown_url")
+    raise _not_served(method, path)
+
+
+def _not_served(method: str, path: str) -> GatewayError:
+    return GatewayError(
+        404, f"sidegate does not serve {clip(method, 20)} {clip(path)}", code="unknown_url"
+    )
 
 
 def _only(method: str, allowed: str, path: str, endpoint: Endpoint) -> Endpoint:
     if method != allowed:
         raise GatewayError(
-            405, f"{path} accepts {allowed}, not {method}", code="method_not_allowed"
+            405,
+            f"{clip(path)} accepts {allowed}, not {clip(method, 20)}",
+            code="method_not_allowed",
         )
     return endpoint

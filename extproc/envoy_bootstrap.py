@@ -12,24 +12,28 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import PurePath
 from typing import Any
 
 import yaml
 
-from .apis import ErrorStyle
-from .config import GatewayConfig, Provider
+from . import forwarding
+from .config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
+from .envoy_local_reply import local_reply_config
 from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT
 from .quota.config import Identity
 from .routing import RoutePlan, plan_routes
 from .server import STAGE_METADATA
 
 EXTPROC_CLUSTER = "sidegate_extproc"
+EXTPROC_MAX_STREAMS = 100_000
+APP_LISTENER = "app"
+ADMIN_SOCKET = "envoy-admin.sock"
+ADMIN_SOCKET_MODE = 0o600
+# Envoy checks the ext_proc with grpc.health.v1 this often; readiness follows.
+EXTPROC_HEALTH_INTERVAL = 1.0
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 RETRIABLE_STATUS = [429, 500, 502, 503, 504, 529]
-# Upstream failures Envoy answers itself; their replies are rewritten into the
-# caller's error format.
-UPSTREAM_FAILURE_FLAGS = ["UH", "UF", "UO", "NR", "URX", "UT", "UC", "UR", "UPE"]
-
 _UNROUTED = json.dumps(
     {
         "error": {
@@ -57,7 +61,17 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _extproc(stage: str, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
+def message_timeout(limits: Limits) -> float:
+    """How long Envoy waits for each processor reply.
+
+    A stage parses (and the provider stage translates) the whole body within
+    one reply, so the wait grows with the largest body allowed: 0.5 s plus 1 s
+    per 16 MiB. A fixed 0.5 s turned a 15 MiB request into a 504.
+    """
+    return 0.5 + limits.max_request_body_bytes / (16 * 1024 * 1024)
+
+
+def _extproc(stage: str, mode: dict[str, str], limits: Limits, **extra: Any) -> dict[str, Any]:
     return {
         _T: f"{_API}.extensions.filters.http.ext_proc.v3.ExternalProcessor",
         "grpc_service": {
@@ -65,14 +79,17 @@ def _extproc(stage: str, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
             "initial_metadata": [{"key": STAGE_METADATA, "value": stage}],
         },
         "failure_mode_allow": False,
-        "message_timeout": "0.5s",
+        # The ext_proc is down or failed the stream: the caller may retry (and
+        # the local reply mapper writes it in the caller's format).
+        "status_on_error": {"code": 503},
+        "message_timeout": _secs(message_timeout(limits)),
         "max_message_timeout": _secs(SLOW_WORK_TIMEOUT),
         "processing_mode": mode,
         **extra,
     }
 
 
-def _policy_filter(identity: Identity) -> dict[str, Any]:
+def _policy_filter(identity: Identity, limits: Limits) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _extproc(
@@ -83,31 +100,24 @@ def _policy_filter(identity: Identity) -> dict[str, Any]:
                 "response_header_mode": "SKIP",
                 "response_body_mode": "NONE",
             },
+            limits,
             route_cache_action="DEFAULT",
-            # Cookies and the like are of no use to the policy and cost bytes per request.
+            # Every header but the credentials: the stage decides which of the
+            # app's headers go on (see forwarding.py), so it must see their
+            # names. The credentials never go on; the routes remove them.
             forward_rules={
-                "allowed_headers": {
-                    "patterns": [
-                        {"exact": h}
-                        for h in (
-                            ":path",
-                            ":method",
-                            "content-type",
-                            "content-length",
-                            "x-request-id",
-                            "anthropic-version",
-                            "anthropic-beta",
-                            identity.user_header,
-                            identity.tenant_header,
-                        )
-                    ]
+                "disallowed_headers": {
+                    "patterns": [{"exact": h} for h in sorted(forwarding.CREDENTIALS)]
                 }
             },
+            # Envoy drops the x-envoy-* headers it knows from a client, not
+            # others (x-envoy-foo reached providers): the stage removes them.
+            mutation_rules={"allow_envoy": True},
         ),
     }
 
 
-def _provider_filter(provider: Provider) -> dict[str, Any]:
+def _provider_filter(provider: Provider, limits: Limits) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _extproc(
@@ -119,47 +129,19 @@ def _provider_filter(provider: Provider) -> dict[str, Any]:
                 "response_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_trailer_mode": "SEND",  # required with FULL_DUPLEX_STREAMED
             },
+            limits,
             request_attributes=["upstream.request_attempt_count"],
             mutation_rules={"disallow_is_error": True},
             forward_rules={
                 "allowed_headers": {
-                    "patterns": [{"exact": h} for h in (":status", "content-type", "x-request-id")]
+                    "patterns": [
+                        {"exact": h}
+                        for h in (":status", "content-type", "content-length", "x-request-id")
+                    ]
                 }
             },
         ),
     }
-
-
-def _error_mapper(style: ErrorStyle, path_prefix: str | None) -> dict[str, Any]:
-    flags = {"response_flag_filter": {"flags": UPSTREAM_FAILURE_FLAGS}}
-    if path_prefix is None:
-        filt: dict[str, Any] = flags
-    else:
-        filt = {
-            "and_filter": {
-                "filters": [
-                    flags,
-                    {
-                        "header_filter": {
-                            "header": {"name": ":path", "string_match": {"prefix": path_prefix}}
-                        }
-                    },
-                ]
-            }
-        }
-    message = "sidegate: %LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)"
-    if style is ErrorStyle.ANTHROPIC:
-        body: dict[str, Any] = {"type": "error", "error": {"type": "api_error", "message": message}}
-    else:
-        body = {
-            "error": {
-                "message": message,
-                "type": "server_error",
-                "param": None,
-                "code": "upstream_unavailable",
-            }
-        }
-    return {"filter": filt, "body_format_override": {"json_format": body}}
 
 
 def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
@@ -185,10 +167,20 @@ def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
                 {"name": ROUTE_HEADER, "string_match": {"exact": plan.key}},
             ],
         },
-        "request_headers_to_remove": [ROUTE_HEADER],
-        "request_body_buffer_limit": config.limits.max_request_body_bytes + 65536,
+        "request_headers_to_remove": [
+            ROUTE_HEADER,
+            *sorted(forwarding.CREDENTIALS),
+            *forwarding.HeaderFilter(
+                config.forward_headers.allow, config.forward_headers.deny
+            ).route_removals(),
+        ],
+        "request_body_buffer_limit": config.limits.body_buffer_bytes,
         "route": {
             "timeout": "0s",  # streams may run long; idle timers bound silence instead
+            # Silence between chunks as the client sees it. Not the per-try idle
+            # timeout: that one keeps running after the response has started, on
+            # what leaves the provider stage, so a chunk the stage drops is
+            # silence and a slow stream is cut with no retry possible.
             "idle_timeout": _secs(t.stream_idle),
             "auto_host_rewrite": True,
             "inline_cluster_specifier_plugin": {
@@ -206,7 +198,9 @@ def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
                 "retriable_status_codes": RETRIABLE_STATUS,
                 "num_retries": plan.retries,
                 "refresh_cluster_on_retry": True,
-                "per_try_idle_timeout": _secs(t.first_byte),
+                # Until the response starts (then Envoy ignores it): a stalled
+                # provider becomes a retry, a slow stream is left alone.
+                "per_try_timeout": _secs(t.first_byte),
                 "retry_back_off": {
                     "base_interval": _secs(t.retry_base),
                     "max_interval": _secs(t.retry_max),
@@ -224,11 +218,36 @@ def _catch_all(config: GatewayConfig) -> dict[str, Any]:
     return {
         "name": "unrouted",
         "match": {"prefix": "/"},
-        "request_body_buffer_limit": config.limits.max_request_body_bytes + 65536,
+        "request_body_buffer_limit": config.limits.body_buffer_bytes,
         "direct_response": {
             "status": 500,
             "body": {"inline_string": _UNROUTED},
         },
+    }
+
+
+def _circuit_breakers(config: GatewayConfig) -> dict[str, Any]:
+    """Envoy's defaults (3 retries, 1024 requests) suit a mesh hop, not a gateway.
+
+    With the route refreshing its cluster on retry, Envoy 1.40 charges a retry
+    to the cluster it goes to (tests/test_failover_load.py reads the counters),
+    so the budget is a share of the requests in flight to the fallback.
+    """
+    cb = config.circuit_breakers
+    return {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": cb.max_connections,
+                "max_pending_requests": cb.max_pending_requests,
+                "max_requests": cb.max_requests,
+                "retry_budget": {
+                    "budget_percent": {"value": cb.retry_budget_percent},
+                    "min_retry_concurrency": cb.min_retry_concurrency,
+                },
+                "track_remaining": True,
+            }
+        ]
     }
 
 
@@ -237,7 +256,7 @@ def _provider_cluster(provider: Provider, config: GatewayConfig) -> dict[str, An
         _T: f"{_API}.extensions.upstreams.http.v3.HttpProtocolOptions",
         "common_http_protocol_options": {"idle_timeout": "60s"},
         "http_filters": [
-            _provider_filter(provider),
+            _provider_filter(provider, config.limits),
             {
                 "name": "envoy.filters.http.upstream_codec",
                 "typed_config": {
@@ -278,6 +297,7 @@ def _provider_cluster(provider: Provider, config: GatewayConfig) -> dict[str, An
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options,
         },
+        "circuit_breakers": _circuit_breakers(config),
     }
     if provider.tls:
         validation: dict[str, Any] = {"trusted_ca": {"filename": provider.ca_file or SYSTEM_CA}}
@@ -304,7 +324,22 @@ def extproc_cluster(socket_path: str) -> dict[str, Any]:
         "name": EXTPROC_CLUSTER,
         "type": "STATIC",
         "connect_timeout": "0.25s",
-        "per_connection_buffer_limit_bytes": 32 * 1024 * 1024,
+        "per_connection_buffer_limit_bytes": EXTPROC_MESSAGE_BYTES,
+        # Every request holds a policy-stage stream and, per attempt, a
+        # provider-stage one. Envoy's default of 1024 streams turned requests
+        # into empty 500s once slow clients held ~1000; the downstream limits
+        # (connections, streams, header and request timeouts) bound the load.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": 64,
+                    "max_pending_requests": EXTPROC_MAX_STREAMS,
+                    "max_requests": EXTPROC_MAX_STREAMS,
+                    "track_remaining": True,
+                }
+            ]
+        },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 _T: f"{_API}.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -316,6 +351,19 @@ def extproc_cluster(socket_path: str) -> dict[str, Any]:
                 },
             },
         },
+        # The readiness listener answers 503 while this check fails (ready_listener),
+        # and Envoy waits for its first round before it starts listening.
+        # no_traffic_interval: else an idle cluster is checked once a minute.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": _secs(EXTPROC_HEALTH_INTERVAL),
+                "no_traffic_interval": _secs(EXTPROC_HEALTH_INTERVAL),
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
         "load_assignment": {
             "cluster_name": EXTPROC_CLUSTER,
             "endpoints": [
@@ -374,21 +422,23 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
     every route change a new listener, and keep-alive connections would go on
     using the old routes until they close.
     """
+    t, limits = config.timeouts, config.limits
     hcm: dict[str, Any] = {
         _T: f"{_API}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "sidegate",
         "codec_type": "AUTO",
-        "stream_idle_timeout": _secs(config.timeouts.stream_idle),
-        "request_timeout": "0s",
+        "stream_idle_timeout": _secs(t.stream_idle),
+        # Slow clients: headers, then the whole request, must arrive in time,
+        # or a trickle of bytes holds a connection and a processor stream.
+        # request_timeout stops once the request is in (DESIGN: streams run long).
+        "request_headers_timeout": _secs(t.request_headers),
+        "request_timeout": _secs(t.request),
+        "max_request_headers_kb": limits.max_request_headers_kb,
         "common_http_protocol_options": {"idle_timeout": "3600s"},
-        "local_reply_config": {
-            "mappers": [
-                _error_mapper(ErrorStyle.ANTHROPIC, "/anthropic/"),
-                _error_mapper(ErrorStyle.OPENAI, None),
-            ]
-        },
+        "http2_protocol_options": {"max_concurrent_streams": limits.max_streams_per_connection},
+        "local_reply_config": local_reply_config(config.limits.max_request_body_bytes),
         "http_filters": [
-            _policy_filter(config.quota.identity),
+            _policy_filter(config.quota.identity, config.limits),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {
@@ -406,15 +456,39 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         hcm["access_log"] = _access_log()
     listen = config.listen
     return {
-        "name": "app",
+        "name": APP_LISTENER,
         "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
+        # One buffer limit serves both directions of the app connection. The
+        # policy stage buffers the whole request body on it before the route is
+        # known (a route's limit applies too late); and Envoy 1.40 dies (SIGSEGV)
+        # if it crosses a watermark after the provider's response ended while
+        # the provider stage still hands back bytes (README, "Large responses").
+        "per_connection_buffer_limit_bytes": max(
+            limits.body_buffer_bytes, limits.client_buffer_bytes
+        ),
+        # Never share the port with another process (a second sidegate would
+        # silently split the traffic): its bind fails instead.
+        "enable_reuse_port": False,
         "filter_chains": [
             {
                 "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                    _connection_limit(limits.max_connections),
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm},
                 ]
             }
         ],
+    }
+
+
+def _connection_limit(max_connections: int) -> dict[str, Any]:
+    """Connections past the limit are closed at once (counted across workers)."""
+    return {
+        "name": "envoy.filters.network.connection_limit",
+        "typed_config": {
+            _T: f"{_API}.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+            "stat_prefix": "app",
+            "max_connections": max_connections,
+        },
     }
 
 
@@ -422,15 +496,47 @@ def provider_clusters(config: GatewayConfig) -> list[dict[str, Any]]:
     return [_provider_cluster(p, config) for p in config.providers.values()]
 
 
-def _admin(port: int) -> dict[str, Any]:
-    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+# The app listener serves one pod over loopback: this many open connections is
+# far beyond any app's pool, and a bound Envoy otherwise warns about at start.
+MAX_DOWNSTREAM_CONNECTIONS = 10000
 
 
-def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
+def overload_manager() -> dict[str, Any]:
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    _T: f"{_API}.extensions.resource_monitors.downstream_connections.v3."
+                    "DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                },
+            }
+        ]
+    }
+
+
+def admin(socket_path: str) -> dict[str, Any]:
+    """Envoy's admin API on a Unix socket only its own uid may open, never on TCP.
+
+    Any process in the pod shares its loopback: on a port, the app could turn
+    on debug logging (which prints the injected keys) or stop the gateway.
+    """
+    return {"address": {"pipe": {"path": socket_path, "mode": ADMIN_SOCKET_MODE}}}
+
+
+def admin_socket_beside(extproc_socket: str) -> str:
+    return str(PurePath(extproc_socket).parent / ADMIN_SOCKET)
+
+
+def render_bootstrap(
+    config: GatewayConfig, socket_path: str, admin_socket: str | None = None
+) -> dict[str, Any]:
     """Everything static: what ``sidegate config render`` prints and the tests start."""
     return {
         "node": {"id": "sidegate", "cluster": "sidegate"},
-        "admin": _admin(config.listen.admin_port),
+        "admin": admin(admin_socket or admin_socket_beside(socket_path)),
+        "overload_manager": overload_manager(),
         "static_resources": {
             "listeners": [app_listener(config)],
             "clusters": [extproc_cluster(socket_path), *provider_clusters(config)],
@@ -438,8 +544,8 @@ def render_bootstrap(config: GatewayConfig, socket_path: str) -> dict[str, Any]:
     }
 
 
-def render_yaml(config: GatewayConfig, socket_path: str) -> str:
-    return _dump(render_bootstrap(config, socket_path))
+def render_yaml(config: GatewayConfig, socket_path: str, admin_socket: str | None = None) -> str:
+    return _dump(render_bootstrap(config, socket_path, admin_socket))
 
 
 def _dump(doc: dict[str, Any]) -> str:

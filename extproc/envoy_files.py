@@ -1,7 +1,7 @@
 """Envoy's config as files it watches, so a new gateway config needs no restart.
 
-The bootstrap is static: admin on loopback, the ext_proc cluster, and, in a pod,
-a readiness listener. Clusters, routes and listeners come from ``cds.yaml``,
+The bootstrap is static: admin on a Unix socket, the ext_proc cluster, and, in
+a pod, a readiness listener. Clusters, routes and listeners come from ``cds.yaml``,
 ``rds.yaml`` and ``lds.yaml`` beside it (file-based xDS). Envoy re-reads them
 when a file is *moved* into the directory, so every write is a rename, in the
 order clusters, routes, listener: nothing names what does not exist yet.
@@ -21,7 +21,15 @@ from typing import Any
 import yaml
 
 from .config import GatewayConfig
-from .envoy_bootstrap import app_listener, extproc_cluster, provider_clusters, route_config
+from .envoy_bootstrap import (
+    EXTPROC_CLUSTER,
+    admin,
+    app_listener,
+    extproc_cluster,
+    overload_manager,
+    provider_clusters,
+    route_config,
+)
 
 BOOTSTRAP = "envoy.yaml"
 LISTENERS = "lds.yaml"
@@ -31,7 +39,6 @@ RESOURCES = (CLUSTERS, ROUTES, LISTENERS)
 _LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 _CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _ROUTES_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-_ADMIN_CLUSTER = "envoy_admin"
 _T = "@type"
 
 
@@ -39,9 +46,10 @@ _T = "@type"
 class EnvoyFiles:
     directory: Path
     socket: str
-    admin_port: int = 0
-    # A listener on every address that serves only /ready (from the admin
-    # endpoint), so probes never reach the admin API and its /quitquitquit.
+    # Envoy's admin API: a Unix socket of mode 0600 (envoy_bootstrap.admin).
+    admin_socket: str
+    # A listener on every address that serves only /ready, so probes never
+    # reach the admin API; ready means Envoy runs and the ext_proc answers.
     ready_port: int | None = None
 
     @property
@@ -51,18 +59,12 @@ class EnvoyFiles:
     def bootstrap(self) -> dict[str, Any]:
         static: dict[str, Any] = {"clusters": [extproc_cluster(self.socket)]}
         if self.ready_port is not None:
-            if not self.admin_port:
-                raise ValueError("a readiness listener needs a fixed admin port")
-            static["listeners"] = [_ready_listener(self.ready_port)]
-            static["clusters"].append(_admin_cluster(self.admin_port))
+            static["listeners"] = [ready_listener(self.ready_port)]
         return {
             # File-based xDS requires node id and cluster.
             "node": {"id": "sidegate", "cluster": "sidegate"},
-            "admin": {
-                "address": {
-                    "socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}
-                }
-            },
+            "admin": admin(self.admin_socket),
+            "overload_manager": overload_manager(),
             "static_resources": static,
             "dynamic_resources": {
                 "lds_config": self._source(LISTENERS),
@@ -109,8 +111,20 @@ class EnvoyFiles:
         return all((self.directory / n).is_file() for n in (BOOTSTRAP, *RESOURCES))
 
 
-def _ready_listener(port: int) -> dict[str, Any]:
+def ready_listener(port: int) -> dict[str, Any]:
+    """``/ready``: 200 while the ext_proc passes Envoy's health check, else 503.
+
+    Answered by Envoy's health check filter from the ext_proc cluster's health
+    (not from the admin API, which says 200 while every request fails). The
+    listener opens only once Envoy has started, after the first check.
+    """
     api = "type.googleapis.com/envoy"
+    health = {
+        _T: f"{api}.extensions.filters.http.health_check.v3.HealthCheck",
+        "pass_through_mode": False,
+        "headers": [{"name": ":path", "string_match": {"exact": "/ready"}}],
+        "cluster_min_healthy_percentages": {EXTPROC_CLUSTER: {"value": 100}},
+    }
     hcm = {
         _T: f"{api}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ready",
@@ -119,23 +133,23 @@ def _ready_listener(port: int) -> dict[str, Any]:
                 {
                     "name": "ready",
                     "domains": ["*"],
-                    "routes": [
-                        {"match": {"path": "/ready"}, "route": {"cluster": _ADMIN_CLUSTER}},
-                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
-                    ],
+                    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 404}}],
                 }
             ]
         },
         "http_filters": [
+            {"name": "envoy.filters.http.health_check", "typed_config": health},
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {_T: f"{api}.extensions.filters.http.router.v3.Router"},
-            }
+            },
         ],
     }
     return {
         "name": "ready",
         "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        # A port held by another process fails Envoy's start instead of being shared.
+        "enable_reuse_port": False,
         "filter_chains": [
             {
                 "filters": [
@@ -143,30 +157,6 @@ def _ready_listener(port: int) -> dict[str, Any]:
                 ]
             }
         ],
-    }
-
-
-def _admin_cluster(port: int) -> dict[str, Any]:
-    return {
-        "name": _ADMIN_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "0.25s",
-        "load_assignment": {
-            "cluster_name": _ADMIN_CLUSTER,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {"address": "127.0.0.1", "port_value": port}
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
     }
 
 

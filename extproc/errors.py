@@ -42,6 +42,21 @@ _OPENAI_TYPES = {
 }
 
 
+# How much of a client's value (a model name, a path, a header) an error repeats.
+ECHO_LIMIT = 100
+
+
+def clip(value: str, limit: int = ECHO_LIMIT) -> str:
+    """``value`` quoted for an error message, cut to ``limit`` characters.
+
+    A client controls what it sends; echoing it whole would let one request
+    make every error (and every log line quoting it) as large as its input.
+    """
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
 @dataclass(slots=True)
 class GatewayError(Exception):
     status: int
@@ -70,6 +85,27 @@ def openai_error_body(
 
 def anthropic_error_body(message: str, type_: str) -> dict[str, object]:
     return {"type": "error", "error": {"type": type_, "message": message}}
+
+
+def internal(request_id: str) -> GatewayError:
+    """The error for a failure of sidegate itself (the log has the details)."""
+    return GatewayError(
+        500,
+        f"sidegate failed to process this request (request id {clip(request_id, 64)}); "
+        "the gateway log says why",
+        code="internal_error",
+    )
+
+
+def render_stream_event(err: GatewayError, style: ErrorStyle) -> bytes:
+    """``err`` as a server-sent event, for a stream whose 200 already went out.
+
+    Both SDKs raise on these: Anthropic's on an ``error`` event, OpenAI's on a
+    ``data:`` chunk holding an ``error`` object.
+    """
+    if style is ErrorStyle.ANTHROPIC:
+        return b"event: error\ndata: " + render(err, style) + b"\n\n"
+    return b"data: " + render(err, style) + b"\n\n"
 
 
 def render(err: GatewayError, style: ErrorStyle) -> bytes:

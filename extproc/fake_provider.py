@@ -2,7 +2,10 @@
 
 For tests, benchmarks and local work without keys. It answers
 ``POST /v1/chat/completions`` and ``/v1/embeddings`` (OpenAI) or
-``POST /v1/messages`` (Anthropic), streamed or not, with exact SSE framing.
+``POST /v1/messages`` (Anthropic), streamed or not, with exact SSE framing, and
+``GET /v1/models`` (both), which checks the key like every other endpoint (what
+``sidegate config check --probe`` calls). With a certificate and key it serves
+HTTPS, as every real provider does, and records the SNI name each client sent.
 
 Faults come from a request header named for the fake, so that one request can
 make the first provider fail and the fallback succeed::
@@ -14,6 +17,10 @@ make the first provider fail and the fallback succeed::
     x-fake-fault-<name>: error_event=overloaded_error   # Anthropic SSE error mid-stream
     x-fake-fault-<name>: cache_read=100,cache_creation=20
     x-fake-fault-<name>: status=503,only_model=gpt-4o   # only requests for that model id
+    x-fake-fault-<name>: big_event=1048576        # one content event (or JSON text) of 1 MiB more
+    x-fake-fault-<name>: write_size=16384         # body written in pieces of this size
+    x-fake-fault-<name>: echo_key=1               # the reply quotes its key, whole and masked
+    x-fake-fault-<name>: account_headers=1        # set-cookie, openai-organization, ...
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,6 +72,10 @@ class Faults:
     cache_read: int = 0
     cache_creation: int = 0
     only_model: str | None = None  # the fault applies to requests for this model id only
+    big_event: int = 0
+    write_size: int = 0
+    echo_key: bool = False
+    account_headers: bool = False
 
     @classmethod
     def parse(cls, value: str) -> Faults:
@@ -83,8 +96,10 @@ class Faults:
                 f.error_event = v
             elif key == "only_model":
                 f.only_model = v
-            elif key in ("cache_read", "cache_creation"):
+            elif key in ("cache_read", "cache_creation", "big_event", "write_size"):
                 setattr(f, key, int(v))
+            elif key in ("echo_key", "account_headers"):
+                setattr(f, key, v not in ("", "0", "false"))
         return f
 
 
@@ -111,6 +126,33 @@ def _tool_args(tool_schema: Any) -> dict[str, Any]:
     return {name: "test" for name in required}
 
 
+# What real providers send about the account sidegate's key belongs to.
+_ACCOUNT_HEADERS = {
+    "set-cookie": "__cf_bm=fake-session; path=/; HttpOnly; Secure",
+    "openai-organization": "org-fake-account",
+    "openai-project": "proj_fake",
+    "anthropic-organization-id": "fake-org-uuid",
+    "x-request-id": "req_fake123",
+    "x-ratelimit-remaining-requests": "99",
+}
+
+
+def _received_key(headers: dict[str, str]) -> str:
+    auth = headers.get("authorization", "")
+    return auth[7:] if auth.startswith("Bearer ") else headers.get("x-api-key", "")
+
+
+def _faulty_text(text: str, f: Faults, headers: dict[str, str]) -> str:
+    """The reply text with what ``big_event`` and ``echo_key`` add to it."""
+    if f.echo_key:
+        key = _received_key(headers)
+        # The key whole, and masked the ways OpenAI's 401 messages show it.
+        text += f" key={key} masked={key[:8]}{'*' * 24}{key[-4:]} short={key[:5]}...{key[-4:]}"
+    if f.big_event:
+        text += " " + "x" * f.big_event  # one word: one stream event
+    return text
+
+
 def _words(text: str) -> list[str]:
     parts = text.split(" ")
     return [p + (" " if i < len(parts) - 1 else "") for i, p in enumerate(parts)]
@@ -127,6 +169,15 @@ class FakeProvider:
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
     record: bool = True
+    # Requests being answered now, and the most at once (load tests bound retries with it).
+    in_flight: int = 0
+    max_in_flight: int = 0
+    # HTTPS: PEM files of the serving certificate (chain) and its key.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # The host name in base_url (a certificate names hosts, not 127.0.0.1).
+    server_name: str | None = None
+    sni_names: list[str | None] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
@@ -142,8 +193,25 @@ class FakeProvider:
 
     # -- lifecycle -------------------------------------------------------------
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.tls_cert is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        # HTTP/1.1 only: say so in ALPN so a client offering h2 falls back.
+        ctx.set_alpn_protocols(["http/1.1"])
+
+        def remember_sni(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+            if len(self.sni_names) < 1000:
+                self.sni_names.append(name)
+
+        ctx.sni_callback = remember_sni
+        return ctx
+
     async def start_async(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self.port, backlog=1024, ssl=self._tls_context()
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     def start(self) -> FakeProvider:
@@ -151,10 +219,13 @@ class FakeProvider:
         ready = threading.Event()
 
         def main() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self.start_async())
+            self._loop = loop = asyncio.new_event_loop()
+            loop.run_until_complete(self.start_async())
             ready.set()
-            self._loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
 
         self._thread = threading.Thread(target=main, name=f"fake-{self.name}", daemon=True)
         self._thread.start()
@@ -181,7 +252,8 @@ class FakeProvider:
     @property
     def base_url(self) -> str:
         suffix = "/v1" if self.api == "openai" else ""
-        return f"http://{self.host}:{self.port}{suffix}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.server_name or self.host}:{self.port}{suffix}"
 
     # -- HTTP/1.1 --------------------------------------------------------------
 
@@ -211,14 +283,29 @@ class FakeProvider:
                     body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if self.record:
                     self.requests.append(Recorded(method, path, headers, body))
-                keep = await self._respond(writer, method, path, headers, body)
+                keep = await self._respond_counted(writer, method, path, headers, body)
                 if not keep:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, ssl.SSLError):
             pass
         finally:
             if not writer.is_closing():
                 writer.close()
+
+    async def _respond_counted(
+        self,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> bool:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._respond(writer, method, path, headers, body)
+        finally:
+            self.in_flight -= 1
 
     async def _send(
         self,
@@ -227,15 +314,33 @@ class FakeProvider:
         body: bytes,
         extra: dict[str, str] | None = None,
         content_type: str = "application/json",
+        f: Faults | None = None,
     ) -> None:
         head = [
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
             f"content-type: {content_type}",
             f"content-length: {len(body)}",
         ]
-        head += [f"{k}: {v}" for k, v in (extra or {}).items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        extra = dict(extra or {})
+        if f is not None and f.account_headers:
+            extra.update(_ACCOUNT_HEADERS)
+        head += [f"{k}: {v}" for k, v in extra.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        step = f.write_size if f is not None and f.write_size else len(body) or 1
+        for i in range(0, len(body), step):
+            writer.write(body[i : i + step])
+            await writer.drain()
         await writer.drain()
+
+    def _auth_message(self, headers: dict[str, str]) -> str:
+        key = _received_key(headers)
+        if self.api == "openai" and len(key) > 12:
+            # OpenAI's wording, the key masked as it masks it.
+            return (
+                f"Incorrect API key provided: {key[:8]}{'*' * (len(key) - 12)}{key[-4:]}. "
+                "You can find your API key at https://platform.openai.com/account/api-keys."
+            )
+        return "invalid x-api-key or authorization"
 
     def _error(self, status: int, message: str) -> bytes:
         if self.api == "anthropic":
@@ -282,18 +387,22 @@ class FakeProvider:
             else:
                 ok = headers.get("x-api-key") in accepted and "anthropic-version" in headers
             if not ok:
-                await self._send(
-                    writer, 401, self._error(401, "invalid x-api-key or authorization")
-                )
+                message = self._auth_message(headers)
+                await self._send(writer, 401, self._error(401, message), f=faults)
                 return True
         if faults.status:
             extra = {"retry-after": faults.retry_after} if faults.retry_after else {}
             await self._send(
                 writer,
                 faults.status,
-                self._error(faults.status, f"fault injected by {self.name}"),
+                self._error(
+                    faults.status, f"fault injected by {self.name}" + " x" * (faults.big_event // 2)
+                ),
                 extra,
             )
+            return True
+        if method == "GET" and path.split("?")[0] == "/v1/models":
+            await self._send(writer, 200, json.dumps(self._models()).encode())
             return True
         try:
             body = json.loads(raw)
@@ -301,7 +410,7 @@ class FakeProvider:
             await self._send(writer, 400, self._error(400, "body is not JSON"))
             return True
         if self.api == "openai" and method == "POST" and path == "/v1/chat/completions":
-            return await self._openai_chat(writer, body, faults)
+            return await self._openai_chat(writer, body, faults, headers)
         if self.api == "openai" and method == "POST" and path == "/v1/embeddings":
             inputs = body.get("input")
             items = inputs if isinstance(inputs, list) else [inputs]
@@ -321,9 +430,21 @@ class FakeProvider:
             if not isinstance(body.get("max_tokens"), int):
                 await self._send(writer, 400, self._error(400, "max_tokens: Field required"))
                 return True
-            return await self._anthropic(writer, body, faults)
+            return await self._anthropic(writer, body, faults, headers)
         await self._send(writer, 404, self._error(404, f"no route {method} {path}"))
         return True
+
+    def _models(self) -> dict[str, Any]:
+        if self.api == "openai":
+            ids = ("gpt-4o-mini", "text-embedding-3-small")
+            data = [{"id": i, "object": "model", "created": 0, "owned_by": self.name} for i in ids]
+            return {"object": "list", "data": data}
+        ids = ("claude-haiku-4-5", "claude-sonnet-4-5")
+        models = [
+            {"type": "model", "id": i, "display_name": i, "created_at": "2025-10-01T00:00:00Z"}
+            for i in ids
+        ]
+        return {"data": models, "has_more": False, "first_id": ids[0], "last_id": ids[-1]}
 
     # -- OpenAI ----------------------------------------------------------------
 
@@ -341,9 +462,10 @@ class FakeProvider:
         return text, None
 
     async def _openai_chat(
-        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults, headers: dict[str, str]
     ) -> bool:
         text, call = self._reply(body)
+        text = _faulty_text(text, f, headers)
         model = body.get("model")
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
         completion = len(text.split())
@@ -384,7 +506,7 @@ class FakeProvider:
                 "usage": usage,
                 "system_fingerprint": "fp_fake",
             }
-            await self._send(writer, 200, json.dumps(out).encode())
+            await self._send(writer, 200, json.dumps(out).encode(), f=f)
             return True
         with_usage = (body.get("stream_options") or {}).get("include_usage") is True
 
@@ -451,9 +573,10 @@ class FakeProvider:
     # -- Anthropic -------------------------------------------------------------
 
     async def _anthropic(
-        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults, headers: dict[str, str]
     ) -> bool:
         text, call = self._reply(body)
+        text = _faulty_text(text, f, headers)
         model = body.get("model")
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
         out_tokens = len(text.split())
@@ -486,7 +609,7 @@ class FakeProvider:
                 "stop_sequence": None,
                 "usage": usage,
             }
-            await self._send(writer, 200, json.dumps(out).encode())
+            await self._send(writer, 200, json.dumps(out).encode(), f=f)
             return True
 
         def ev(name: str, data: dict[str, Any]) -> bytes:
@@ -596,9 +719,12 @@ class FakeProvider:
         writer.transport.abort()
 
     async def _stream(self, writer: asyncio.StreamWriter, events: list[bytes], f: Faults) -> bool:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in _ACCOUNT_HEADERS.items())
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
+            + (extra.encode() if f.account_headers else b"")
+            + b"\r\n"
         )
         for i, event in enumerate(events):
             if i == f.reset_after:
@@ -607,15 +733,32 @@ class FakeProvider:
                 return False
             if f.chunk_delay and i:
                 await asyncio.sleep(f.chunk_delay)
-            writer.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
-            await writer.drain()
+            await self._chunk(writer, event, f.write_size)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
 
 
+    @staticmethod
+    async def _chunk(writer: asyncio.StreamWriter, data: bytes, size: int) -> None:
+        """``data`` as HTTP/1.1 chunks of at most ``size`` bytes (0: one chunk), each drained."""
+        step = size or len(data)
+        for i in range(0, len(data), step):
+            piece = data[i : i + step]
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            await writer.drain()
+
+
 def serve_forever(
-    *, api: str, host: str, port: int, name: str, key: str | None, key_file: str | None = None
+    *,
+    api: str,
+    host: str,
+    port: int,
+    name: str,
+    key: str | None,
+    key_file: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> None:
     from .server import install_event_loop_policy
 
@@ -623,10 +766,20 @@ def serve_forever(
 
     async def main() -> None:
         fake = FakeProvider(
-            api=api, name=name, key=key, key_file=key_file, host=host, port=port, record=False
+            api=api,
+            name=name,
+            key=key,
+            key_file=key_file,
+            host=host,
+            port=port,
+            record=False,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
         await fake.start_async()
-        print(f"fake {api} provider {name!r} on {fake.base_url}", flush=True)
+        # One write per line: two fakes started together must not interleave.
+        sys.stdout.write(f"fake {api} provider {name!r} on {fake.base_url}\n")
+        sys.stdout.flush()
         await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):

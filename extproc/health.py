@@ -1,8 +1,8 @@
-"""``sidegate health``: is this pod's ext_proc serving? (a sidecar's startup probe)
+"""``sidegate health``: is this pod's ext_proc serving? (the ext_proc container's probes)
 
 Kubelet gRPC probes need a TCP port and the ext_proc listens on a Unix socket,
-so the probe is an exec of this check: an HTTP/2 connection to the socket that
-the gRPC server accepts, and, when Envoy's files are expected, all of them.
+so the probe is an exec of this check: the grpc.health.v1 ``Check`` call Envoy
+makes too (health_service), and, when Envoy's files are expected, all of them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from .envoy_files import BOOTSTRAP, RESOURCES
+from .health_service import CHECK, SERVING
 
 
 def problem(socket: str, envoy_dir: str | None, timeout: float) -> str | None:
@@ -25,10 +26,16 @@ def problem(socket: str, envoy_dir: str | None, timeout: float) -> str | None:
     if not Path(socket).exists():
         return f"no ext_proc socket at {socket}"
     with grpc.insecure_channel(f"unix:{socket}") as channel:
+        check = channel.unary_unary(CHECK)
         try:
-            grpc.channel_ready_future(channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            return f"ext_proc at {socket} did not accept a gRPC connection within {timeout:g} s"
+            answer = check(b"", timeout=timeout, wait_for_ready=True)
+        except grpc.RpcError as e:
+            code = e.code() if isinstance(e, grpc.Call) else None
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                return f"ext_proc at {socket} did not answer a health check within {timeout:g} s"
+            return f"ext_proc at {socket} failed its health check: {code}"
+    if answer != SERVING:
+        return f"ext_proc at {socket} is not serving"
     return None
 
 

@@ -87,6 +87,16 @@ class KeyRing:
                 errors.append(str(e))
         raise MissingKey(f"provider {self.provider!r} has no usable key: {'; '.join(errors)}")
 
+    def values(self) -> list[str]:
+        """Every key the ring can hand out now (to scrub responses); unreadable ones skipped."""
+        found = []
+        for i in range(len(self._sources)):
+            try:
+                found.append(self._read(i).value)
+            except MissingKey:
+                continue
+        return found
+
     def check(self) -> list[str]:
         """Problems with each source, for ``sidegate config check`` and startup."""
         problems = []

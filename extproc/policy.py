@@ -9,6 +9,7 @@ it. The parsed request is left in the request table for the provider stage.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -16,10 +17,11 @@ from datetime import timedelta
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from . import validation
+from . import forwarding, validation
 from .apis import ErrorStyle, route_key
+from .config import ForwardHeaders
 from .endpoints import Endpoint, Kind, classify, style_for_path
-from .errors import GatewayError, render
+from .errors import GatewayError, clip, internal, render
 from .gateway import Gateway
 from .headers import mutation, to_dict
 from .quota.caller import identify
@@ -97,6 +99,13 @@ class PolicyStream:
             self.endpoint = ep = classify(h.get(":method", "GET"), path)
         except GatewayError as e:
             return error_response(e, style_for_path(path))
+        bad = forwarding.bad_value(h)
+        if bad is not None:
+            raise GatewayError(
+                400,
+                f"header {clip(bad, 60)} holds a control character (CR, LF, NUL or the like)",
+                code="invalid_header",
+            )
         if ep.kind is Kind.LIST_MODELS:
             return immediate(200, self.gw.models_body, "sidegate_models")
         if ep.kind is Kind.GET_MODEL:
@@ -108,7 +117,8 @@ class PolicyStream:
         if content_type.split(";", 1)[0].strip().lower() != "application/json":
             raise GatewayError(
                 415,
-                f"expected content-type application/json, got {content_type or 'none'}",
+                "expected content-type application/json, got "
+                + (clip(content_type) if content_type else "none"),
                 code="unsupported_media_type",
             )
         limit = self.gw.config.limits.max_request_body_bytes
@@ -120,6 +130,10 @@ class PolicyStream:
         resp = pb.ProcessingResponse()
         resp.request_headers.SetInParent()
         return resp
+
+    @property
+    def _filter(self) -> forwarding.HeaderFilter:
+        return _header_filter(self.gw.config.forward_headers)
 
     async def on_body(self, msg: pb.HttpBody) -> AsyncIterator[pb.ProcessingResponse]:
         ep = self.endpoint
@@ -136,7 +150,7 @@ class PolicyStream:
             if model in self.gw.config.routes:
                 raise GatewayError(
                     400,
-                    f"model {model!r} cannot serve {self.headers.get(':path')}",
+                    f"model {clip(model)} cannot serve {clip(self.headers.get(':path', ''))}",
                     code="model_not_supported",
                     param="model",
                 )
@@ -188,22 +202,47 @@ class PolicyStream:
             stream=stream,
             include_usage=stream and validation.wants_usage(ep.api, body),
             passthrough_headers={
-                k: self.headers[k] for k in ANTHROPIC_CLIENT_HEADERS if k in self.headers
+                k: self.headers[k]
+                for k in ANTHROPIC_CLIENT_HEADERS
+                if k in self.headers and self._filter.forwarded(k)
             },
             reservation=reservation,
         )
         self.gw.requests.put(self.state)
         resp = pb.ProcessingResponse()
         common = resp.request_body.response
-        # Identity headers are for sidegate; providers never see them.
+        # Identity headers are for sidegate; providers never see them, nor any
+        # header the allow-list does not forward. (Removed here, not from the
+        # request-headers reply: a mutation there made Envoy 1.40 lose the
+        # route, "route_not_found", once the body reply cleared the cache.)
         remove = [h for h in (identity.user_header, identity.tenant_header) if h in self.headers]
+        remove += [h for h in self._filter.removals(self.headers) if h not in remove]
         common.header_mutation.CopyFrom(mutation(set_headers, remove))
         common.clear_route_cache = True
         yield resp
 
+    @property
+    def request_id(self) -> str:
+        return self.state.id if self.state is not None else self.headers.get(REQUEST_ID, "")
+
+    def fail(self, which: str | None) -> list[pb.ProcessingResponse]:
+        """The answer after a step raised: a 500 in the caller's format.
+
+        Always possible here: this stage runs before any response exists.
+        """
+        path = self.headers.get(":path", "/")
+        style = self.endpoint.style if self.endpoint else style_for_path(path)
+        return [error_response(internal(self.request_id), style)]
+
     def close(self) -> None:
         if self.state is not None:
             self.gw.release(self.state)
+
+
+@functools.lru_cache(maxsize=4)
+def _header_filter(config: ForwardHeaders) -> forwarding.HeaderFilter:
+    # One per config in use; a reload brings a new ForwardHeaders.
+    return forwarding.HeaderFilter(config.allow, config.deny)
 
 
 def _too_large(size: int, limit: int) -> GatewayError:
@@ -219,7 +258,7 @@ def _unknown_model(model: str, gw: Gateway) -> GatewayError:
     shown = ", ".join(names[:20]) + (", …" if len(names) > 20 else "")
     return GatewayError(
         404,
-        f"The model {model!r} does not exist or is not served here; available: {shown}",
+        f"The model {clip(model)} does not exist or is not served here; available: {shown}",
         code="model_not_found",
         param="model",
     )

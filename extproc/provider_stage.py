@@ -14,14 +14,16 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from .apis import ErrorStyle
 from .config import Provider, ProviderApi
-from .errors import GatewayError
+from .errors import GatewayError, internal, render, render_stream_event
 from .gateway import Gateway
 from .headers import mutation, to_dict
 from .keys import MissingKey
 from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
 from .routing import model_for_attempt
+from .scrub import ACCOUNT_HEADERS, Scrubber
 from .state import RequestState
 from .translate import AttemptContext, Exchange, exchange_for
+from .translate.exchange import Mode
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,13 @@ ATTEMPT_ATTR = "upstream.request_attempt_count"
 # provider's is set, so neither the app's placeholder key nor an earlier
 # attempt's key ever reaches a provider.
 AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
-# Headers that mean something to one provider API only.
-OPENAI_ONLY = ("openai-organization", "openai-project")
+# Headers that mean something to one provider API only (openai-organization
+# and openai-project never get this far: see ``forwarding``).
+OPENAI_ONLY = ("openai-beta",)
+# Body bytes per streamed_response message. Envoy's reference keeps these at
+# 64 KiB or less; a larger one, or a burst of them, is what crosses the
+# downstream buffer's high watermark in one go (see README, "Large responses").
+MAX_CHUNK = 64 * 1024
 
 
 def _attempt(req: pb.ProcessingRequest) -> int:
@@ -53,12 +60,29 @@ class ProviderStream:
         self.exchange: Exchange | None = None
         self.model_name: str | None = None
         self._finished = False
+        self._failed = False  # a message raised; the client got an error
+        self._headers_out = False  # the response status went to the client
+        self._body_out = False  # and some of its body
+        self._scrub = Scrubber(())
 
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
+        if self._failed:
+            # The client already has its error and the end of its response.
+            return [_trailers()] if which == "response_trailers" else []
+        out = self._dispatch(req, which)
+        if which == "response_headers":
+            self._headers_out = True
+        elif which == "response_body" and out:
+            sent = out[0].response_body.response.body_mutation.streamed_response.body
+            self._body_out |= bool(sent)
+        return out
+
+    def _dispatch(
+        self, req: pb.ProcessingRequest, which: str | None
+    ) -> list[pb.ProcessingResponse]:
         if which == "response_body":
-            out = self.on_response_body(req.response_body)
-            return [out] if out is not None else []
+            return self.on_response_body(req.response_body)
         if which == "response_headers":
             return [self.on_response_headers(req.response_headers)]
         if which == "request_headers":
@@ -69,6 +93,34 @@ class ProviderStream:
             return self.on_response_trailers()
         log.warning("provider stage: unexpected %s message", which)
         return []
+
+    @property
+    def request_id(self) -> str:
+        return self.state.id if self.state is not None else ""
+
+    def fail(self, which: str | None) -> list[pb.ProcessingResponse]:
+        """The answer after handling ``which`` raised: the caller's error, then the end.
+
+        Before the response headers went out, a local reply (Envoy sends it in
+        place of the provider's response; it is not retried). After, the status
+        is spent: the error goes in the body (an SSE error event on a stream,
+        an error object if no byte went out yet) and the body ends there.
+        """
+        self._failed = True
+        style = self.state.api.error_style if self.state is not None else ErrorStyle.OPENAI
+        err = internal(self.request_id)
+        if not self._headers_out:
+            return [error_response(err, style)]
+        self._finish_attempt()
+        if self.exchange is not None and self.exchange.mode is Mode.STREAM:
+            body = render_stream_event(err, style)
+        elif not self._body_out:
+            body = render(err, style)
+        else:
+            body = b""  # half a JSON body went out: nothing appended can mend it
+        if which == "response_trailers":
+            return [*_streamed(body, False), _trailers()]
+        return _streamed(body, True)
 
     # -- request -----------------------------------------------------------------
 
@@ -169,17 +221,29 @@ class ProviderStream:
         headers = to_dict(msg.headers)
         resp = pb.ProcessingResponse()
         resp.response_headers.SetInParent()
+        # Every key sidegate holds now, not only the one this attempt used: a
+        # provider can echo any key it ever got from this sidecar.
+        self._scrub = Scrubber(k for ring in self.gw.keys.values() for k in ring.values())
+        remove: list[str] = list(ACCOUNT_HEADERS)
         if self.exchange is None:
+            resp.response_headers.response.header_mutation.CopyFrom(mutation({}, remove))
             return resp
         status = int(headers.get(":status", "0") or 0)
-        plan = self.exchange.begin_response(status, headers.get("content-type", ""))
+        length = headers.get("content-length", "")
+        plan = self.exchange.begin_response(
+            status,
+            headers.get("content-type", ""),
+            max_bytes=self.gw.config.limits.max_response_bytes,
+            content_length=int(length) if length.isdigit() else None,
+        )
         set_headers = {
             "x-sidegate-provider": self.provider.name,
             "x-sidegate-model": self.model_name or "",
         }
-        remove: list[str] = []
         if plan.content_type:
             set_headers["content-type"] = plan.content_type
+        if plan.status is not None:
+            set_headers[":status"] = str(plan.status)
         if plan.rewrites:
             remove += ["content-length", "content-encoding"]
         resp.response_headers.response.header_mutation.CopyFrom(mutation(set_headers, remove))
@@ -188,29 +252,27 @@ class ProviderStream:
             self._finish_attempt()
         return resp
 
-    def on_response_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse | None:
-        if self.exchange is None:
-            out, eos = msg.body, msg.end_of_stream
-        else:
-            out = self.exchange.feed(msg.body)
-            eos = msg.end_of_stream
-            if eos:
-                out += self.exchange.finish()
-                self._finish_attempt()
+    def on_response_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
+        eos = msg.end_of_stream
+        out = msg.body if self.exchange is None else self.exchange.feed(msg.body)
+        if eos and self.exchange is not None:
+            out += self.exchange.finish()
+            self._finish_attempt()
+        out = self._scrub.feed(out)
+        if eos:
+            out += self._scrub.flush()
         if not out and not eos:
-            return None  # full duplex: nothing to send yet
+            return []  # full duplex: nothing to send yet
         return _streamed(out, eos)
 
     def on_response_trailers(self) -> list[pb.ProcessingResponse]:
-        out: list[pb.ProcessingResponse] = []
+        tail = b""
         if self.exchange is not None:
             tail = self.exchange.finish()
             self._finish_attempt()
-            if tail:
-                out.append(_streamed(tail, False))
-        resp = pb.ProcessingResponse()
-        resp.response_trailers.SetInParent()
-        out.append(resp)
+        tail = self._scrub.feed(tail) + self._scrub.flush()
+        out = _streamed(tail, False) if tail else []
+        out.append(_trailers())
         return out
 
     def close(self) -> None:
@@ -247,9 +309,20 @@ def _internal(message: str) -> pb.ProcessingResponse:
     )
 
 
-def _streamed(body: bytes, eos: bool) -> pb.ProcessingResponse:
+def _trailers() -> pb.ProcessingResponse:
     resp = pb.ProcessingResponse()
-    streamed = resp.response_body.response.body_mutation.streamed_response
-    streamed.body = body
-    streamed.end_of_stream = eos
+    resp.response_trailers.SetInParent()
     return resp
+
+
+def _streamed(body: bytes, eos: bool) -> list[pb.ProcessingResponse]:
+    """``body`` as streamed_response messages of at most MAX_CHUNK bytes (FULL_DUPLEX is N:M)."""
+    pieces = [body[i : i + MAX_CHUNK] for i in range(0, len(body), MAX_CHUNK)] or [b""]
+    out = []
+    for n, piece in enumerate(pieces):
+        resp = pb.ProcessingResponse()
+        streamed = resp.response_body.response.body_mutation.streamed_response
+        streamed.body = piece
+        streamed.end_of_stream = eos and n == len(pieces) - 1
+        out.append(resp)
+    return out

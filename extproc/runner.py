@@ -1,9 +1,15 @@
 """``sidegate run``: the ext_proc service in this process, Envoy as a child.
 
-Start order: validate the generated bootstrap with ``envoy --mode validate``,
-start the ext_proc server, start Envoy, wait until Envoy's admin says ready.
+Start order: refuse a listen port already in use, validate the generated
+bootstrap with ``envoy --mode validate``, start the ext_proc server, start
+Envoy, wait until Envoy is ready and its listener accepts connections.
 Stop order: Envoy first (it drains and stops sending), then the ext_proc.
-If Envoy dies, say so and exit non-zero; nothing is left running.
+
+The ext_proc is this process: it cannot die while Envoy runs (Envoy gets
+SIGTERM from the kernel when its parent dies). If Envoy dies, say so and exit
+non-zero rather than restart it: a laptop user sees the failure at once, and
+a crash loop would hide it. Every exit (signal, failure, Envoy's death)
+removes the run dir; one left by a SIGKILL is removed by the next run.
 """
 
 from __future__ import annotations
@@ -15,20 +21,21 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, GatewayConfig
+import grpc
+
+from .config import ConfigError, GatewayConfig, Listen
 from .config_watch import ConfigWatcher, digest_of
 from .envoy_admin import EnvoyAdmin
-from .envoy_bootstrap import render_yaml
+from .envoy_bootstrap import ADMIN_SOCKET, APP_LISTENER, render_yaml
 from .envoy_files import EnvoyFiles
 from .gateway import Gateway
 from .server import install_event_loop_policy, start_server
@@ -92,39 +99,93 @@ def _version_of(config_path: str | None) -> str:
     return digest_of(path.read_bytes()) if path and path.is_file() else "0"
 
 
-def _admin_url(admin_path: Path) -> str | None:
+def _where(listen: Listen) -> str:
+    host = f"[{listen.address}]" if ":" in listen.address else listen.address
+    return f"{host}:{listen.port}"
+
+
+def check_port_free(listen: Listen) -> None:
+    """Refuse a port something already listens on, another sidegate included.
+
+    Bound without SO_REUSEPORT, as Envoy's listener is: a second sidegate
+    would otherwise share the port and silently split the traffic.
+    SO_REUSEADDR only lets the port be bound over the last run's TIME_WAITs.
+    """
     try:
-        address = admin_path.read_text().strip()
+        infos = socket.getaddrinfo(listen.address, listen.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise RunError(f"listen.address {listen.address!r} does not resolve: {e}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+            s.listen(1)
+        except OSError as e:
+            raise RunError(
+                f"cannot listen on {_where(listen)}: {e.strerror} (another sidegate or another "
+                "program holds the port; stop it or choose another with --port or listen.port)"
+            ) from None
+
+
+def _accepts(listen: Listen) -> bool:
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.address, listen.address)
+    try:
+        with socket.create_connection((host, listen.port), timeout=1):
+            return True
     except OSError:
-        return None
-    return f"http://{address}" if address else None
-
-
-def _is_ready(admin_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{admin_url}/ready", timeout=1) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, OSError):
         return False
 
 
-async def _wait_ready(proc: asyncio.subprocess.Process, admin_path: Path, deadline: float) -> str:
-    admin_url = ""
+async def _wait_ready(proc: asyncio.subprocess.Process, admin: EnvoyAdmin, listen: Listen) -> None:
+    """Until Envoy is up and its listener accepts connections (not merely bound)."""
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.returncode is not None:
             raise RunError(
                 f"Envoy exited with status {proc.returncode} during start-up (see its log above)"
             )
-        if not admin_url and admin_path.exists():
-            address = admin_path.read_text().strip()
-            if address:
-                admin_url = f"http://{address}"
-        if admin_url:
-            ready: bool = await asyncio.to_thread(_is_ready, admin_url)
-            if ready:
-                return admin_url
+        if await admin.ready():
+            stats = await admin.stats(_LDS_REJECTED)
+            if stats and int(stats.get("listener_manager.lds.update_rejected", "0")):
+                raise RunError(
+                    f"Envoy could not listen on {_where(listen)} (see its log above; "
+                    "is another program using the port?)"
+                )
+            # A connection alone could reach whoever else holds the port.
+            bound = await admin.listeners()
+            if bound and APP_LISTENER in bound and await asyncio.to_thread(_accepts, listen):
+                return
         await asyncio.sleep(0.05)
-    raise RunError("Envoy did not become ready within 30 s")
+    raise RunError(f"Envoy did not accept connections on {_where(listen)} within 30 s")
+
+
+_LDS_REJECTED = r"^listener_manager\.lds\.update_rejected$"
+_PID_FILE = "sidegate.pid"
+
+
+def _remove_stale_workdirs() -> None:
+    """Run dirs of earlier runs that were killed outright (SIGKILL leaves no chance to clean)."""
+    for d in Path(tempfile.gettempdir()).glob("sidegate-*"):
+        try:
+            if d.stat().st_uid != os.getuid() or not (d / _PID_FILE).is_file():
+                continue
+            pid = int((d / _PID_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+def _make_workdir() -> Path:
+    _remove_stale_workdirs()
+    workdir = Path(tempfile.mkdtemp(prefix="sidegate-"))  # 0700: both sockets live here
+    (workdir / _PID_FILE).write_text(str(os.getpid()))
+    return workdir
 
 
 Adjust = Callable[[GatewayConfig], GatewayConfig]
@@ -175,6 +236,29 @@ def _warn_key_problems(gateway: Gateway) -> None:
         log.warning("%s", problem)
 
 
+class _Signals:
+    """SIGTERM, SIGINT and SIGHUP end the run cleanly, whatever it is doing.
+
+    The first one cancels the run (start-up included), whose clean-up then
+    stops Envoy and removes the run dir; later ones are ignored so the
+    clean-up itself is not interrupted.
+    """
+
+    NAMES = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in self.NAMES:
+            loop.add_signal_handler(sig, self._on, sig)
+
+    def _on(self, sig: signal.Signals) -> None:
+        if self.received is None and self._task is not None:
+            self.received = sig
+            self._task.cancel()
+
+
 async def _run(
     config: GatewayConfig,
     config_path: str | None,
@@ -183,74 +267,87 @@ async def _run(
     adjust: Adjust | None,
 ) -> int:
     envoy = find_envoy()
-    workdir = Path(tempfile.mkdtemp(prefix="sidegate-"))
+    signals = _Signals()
+    check_port_free(config.listen)
+    workdir = _make_workdir()
     socket = socket_path or config.extproc_socket or str(workdir / "extproc.sock")
+    try:
+        return await _run_in(workdir, envoy, config, config_path, socket, ready_file, adjust)
+    except RunError as e:
+        print(f"sidegate: {e}", file=sys.stderr, flush=True)
+        return 1
+    except asyncio.CancelledError:
+        if signals.received is None:
+            raise
+        print(f"sidegate: stopped ({signals.received.name})", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            Path(socket).unlink()
+
+
+async def _run_in(
+    workdir: Path,
+    envoy: str,
+    config: GatewayConfig,
+    config_path: str | None,
+    socket: str,
+    ready_file: str | None,
+    adjust: Adjust | None,
+) -> int:
+    admin_socket = str(workdir / ADMIN_SOCKET)
     # Validate the whole config as one static bootstrap (validate mode does not
     # load file-based xDS), then serve it as watched files so it can change.
     static = workdir / "envoy-static.yaml"
-    static.write_text(render_yaml(config, socket))
+    static.write_text(render_yaml(config, socket, admin_socket))
     await asyncio.to_thread(validate_bootstrap, envoy, static)
-    files = EnvoyFiles(workdir / "envoy", socket, admin_port=config.listen.admin_port)
+    files = EnvoyFiles(workdir / "envoy", socket, admin_socket)
     files.write(config, _version_of(config_path))
 
     gateway = Gateway(config)
-    _warn_key_problems(gateway)
-    server = await start_server(gateway, socket)
-    admin_path = workdir / "admin-address"
-    watch = _watch(gateway, files, EnvoyAdmin(lambda: _admin_url(admin_path)), config_path, adjust)
-    proc = await asyncio.create_subprocess_exec(
-        envoy,
-        "-c",
-        str(files.bootstrap_path),
-        "--disable-hot-restart",
-        "--concurrency",
-        str(config.envoy.concurrency),
-        "--log-level",
-        config.envoy.log_level,
-        "--admin-address-path",
-        str(admin_path),
-        # Envoy follows us down if this process is killed outright.
-        preexec_fn=_die_with_parent,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    server: grpc.aio.Server | None = None
+    watch: asyncio.Task[None] | None = None
+    proc: asyncio.subprocess.Process | None = None
     try:
-        admin_url = await _wait_ready(proc, admin_path, time.monotonic() + 30)
+        _warn_key_problems(gateway)
+        server = await start_server(gateway, socket)
+        admin = EnvoyAdmin(admin_socket)
+        watch = _watch(gateway, files, admin, config_path, adjust)
+        proc = await asyncio.create_subprocess_exec(
+            envoy,
+            "-c",
+            str(files.bootstrap_path),
+            "--disable-hot-restart",
+            "--concurrency",
+            str(config.envoy.concurrency),
+            "--log-level",
+            config.envoy.log_level,
+            # Envoy follows us down if this process is killed outright.
+            preexec_fn=_die_with_parent,
+        )
+        await _wait_ready(proc, admin, config.listen)
         listen = config.listen
-        base = f"http://{listen.address}:{listen.port}"
+        base = f"http://{_where(listen)}"
         print(
             f"sidegate ready on {base}  (OpenAI base URL {base}/v1, Anthropic base URL "
-            f"{base}/anthropic; Envoy admin {admin_url})",
+            f"{base}/anthropic; Envoy admin on the Unix socket {admin_socket})",
             file=sys.stderr,
             flush=True,
         )
         if ready_file:
-            Path(ready_file).write_text(f"{base}\n{admin_url}\n")
-        envoy_exit = asyncio.ensure_future(proc.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({envoy_exit, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if proc.returncode is not None:
-            print(
-                f"sidegate: Envoy exited unexpectedly with status {proc.returncode}",
-                file=sys.stderr,
-                flush=True,
-            )
-            return 1
-        return 0
-    except RunError as e:
-        print(f"sidegate: {e}", file=sys.stderr, flush=True)
-        return 1
+            Path(ready_file).write_text(f"{base}\n{admin_socket}\n")
+        status = await proc.wait()
+        how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"status {status}"
+        raise RunError(f"Envoy exited unexpectedly ({how}); sidegate stops too (see the log above)")
     finally:
         if watch is not None:
             watch.cancel()
-        await _stop_envoy(proc)
-        await server.stop(grace=5)
+        if proc is not None:
+            await _stop_envoy(proc)
+        if server is not None:
+            await server.stop(grace=5)
         await gateway.close()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(workdir)
 
 
 async def _stop_envoy(proc: asyncio.subprocess.Process) -> None:
@@ -293,12 +390,15 @@ def run(
 @dataclass(frozen=True, slots=True)
 class SidecarOptions:
     socket: str
+    admin_socket: str
     envoy_dir: str | None = None
-    admin_port: int = 15000
     ready_port: int | None = 15021
     # Keep serving this long after SIGTERM while Envoy drains (legacy sidecars
     # get SIGTERM together with Envoy; native ones only after Envoy stopped).
     drain_seconds: float = 0.0
+    # Legacy sidecars: the proxy's preStop creates this file (its image has no
+    # HTTP client for a Unix socket); the ext_proc then drains Envoy's listeners.
+    drain_file: str | None = None
 
 
 async def _serve(config: GatewayConfig, config_path: str | None, opts: SidecarOptions) -> None:
@@ -307,15 +407,16 @@ async def _serve(config: GatewayConfig, config_path: str | None, opts: SidecarOp
     files = EnvoyFiles(
         Path(opts.envoy_dir) if opts.envoy_dir else Path(tempfile.mkdtemp(prefix="sidegate-")),
         opts.socket,
-        admin_port=opts.admin_port,
+        opts.admin_socket,
         ready_port=opts.ready_port,
     )
     server = await start_server(gateway, opts.socket)
     # Files last: they are what the health check and Envoy wait for.
     if opts.envoy_dir:
         files.write(config, _version_of(config_path))
-    admin = EnvoyAdmin(lambda: f"http://127.0.0.1:{opts.admin_port}")
+    admin = EnvoyAdmin(opts.admin_socket)
     watch = _watch(gateway, files, admin, config_path, None)
+    drain = asyncio.ensure_future(_drain_on_request(opts.drain_file, admin))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -325,8 +426,23 @@ async def _serve(config: GatewayConfig, config_path: str | None, opts: SidecarOp
     if watch is not None:
         watch.cancel()
     await _drain(gateway, admin, opts.drain_seconds)
+    drain.cancel()
     await server.stop(grace=5)
     await gateway.close()
+    with contextlib.suppress(OSError):
+        Path(opts.socket).unlink()
+
+
+async def _drain_on_request(path: str | None, admin: EnvoyAdmin) -> None:
+    if path is None:
+        return
+    request = Path(path)
+    while True:
+        if await asyncio.to_thread(request.exists):
+            request.unlink(missing_ok=True)
+            drained = await admin.drain_listeners()
+            log.info("Envoy listeners draining: %s", "yes" if drained else "Envoy did not answer")
+        await asyncio.sleep(0.2)
 
 
 async def _drain(gateway: Gateway, admin: EnvoyAdmin, seconds: float) -> None:

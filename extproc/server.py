@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +21,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from . import health_service
 from .gateway import Gateway
 from .policy import PolicyStream
 from .provider_stage import ProviderStream
@@ -26,10 +30,16 @@ log = logging.getLogger(__name__)
 
 STAGE_METADATA = "x-sidegate-stage"
 MAX_MESSAGE = 64 * 1024 * 1024
+SOCKET_MODE = 0o600
 
 
 class _Stream(Protocol):
+    @property
+    def request_id(self) -> str: ...
+
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]: ...
+
+    def fail(self, which: str | None) -> list[pb.ProcessingResponse]: ...
 
     def close(self) -> None: ...
 
@@ -59,29 +69,56 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown stage {stage!r}")
             return
         try:
-            if isinstance(stream, PolicyStream):
-                # Two messages a request, and it may wait on quota state (and
-                # say so to Envoy before it does): an async generator.
-                async for req in request_iterator:
-                    async for resp in stream.handle(req):
-                        yield resp
-            else:
-                # The provider stage answers each body chunk at once: no awaits to pay for.
-                async for req in request_iterator:
-                    for resp in stream.handle(req):
+            async for req in request_iterator:
+                try:
+                    if isinstance(stream, PolicyStream):
+                        # Two messages a request, and it may wait on quota state
+                        # (and say so to Envoy before it does): an async generator.
+                        async for resp in stream.handle(req):
+                            yield resp
+                    else:
+                        # The provider stage answers each body chunk at once: no
+                        # awaits to pay for.
+                        for resp in stream.handle(req):
+                            yield resp
+                except Exception as e:
+                    # A bug or an input no check foresaw: never a dead stream
+                    # (Envoy would answer an empty 500), always an error in
+                    # the caller's format.
+                    which = req.WhichOneof("request")
+                    _log_failure(stage, stream.request_id, which, e)
+                    for resp in stream.fail(which):
                         yield resp
         finally:
             stream.close()
 
 
-def socket_path_default() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return str(Path(base) / f"sidegate-{os.getpid()}" / "extproc.sock")
+def _log_failure(stage: str, request_id: str, which: str | None, exc: Exception) -> None:
+    # The exception's message and the frames' locals may quote the request
+    # (a prompt, a key): log its type and where it was raised, never its text.
+    # The innermost frames only: a RecursionError has a thousand.
+    frames = traceback.extract_tb(exc.__traceback__, limit=-6)
+    where = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+    log.error(
+        "%s stage failed on %s of request %r: %s at %s",
+        stage,
+        which,
+        request_id[:64],
+        type(exc).__name__,
+        where,
+    )
 
 
 async def start_server(gateway: Gateway, socket_path: str) -> grpc.aio.Server:
+    """Serve on ``socket_path``, which only this uid may connect to (mode 0600).
+
+    The socket hands out provider keys to whoever asks for a request's
+    provider stage, so only Envoy (same uid) may open it. It is bound in a
+    private directory and moved into place once restricted: at its path it
+    never accepts anyone else, whatever the permissions of the directory.
+    """
     path = Path(socket_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         path.unlink()
     server = grpc.aio.server(
@@ -92,7 +129,15 @@ async def start_server(gateway: Gateway, socket_path: str) -> grpc.aio.Server:
         ]
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(Processor(gateway), server)
-    server.add_insecure_port(f"unix:{path}")
+    server.add_generic_rpc_handlers((health_service.handler(),))
+    private = Path(tempfile.mkdtemp(prefix=".extproc-", dir=path.parent))
+    try:
+        bound = private / "s"
+        server.add_insecure_port(f"unix:{bound}")
+        os.chmod(bound, SOCKET_MODE)
+        os.replace(bound, path)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     await server.start()
     log.info("ext_proc listening on unix:%s", path)
     return server

@@ -18,8 +18,12 @@ class Pair:
     key_pem: str
 
 
-def issue(dns_names: list[str], ca_name: str = "sidegate-webhook-ca") -> Pair:
+def issue(
+    dns_names: list[str], ca_name: str = "sidegate-webhook-ca", *, expired: bool = False
+) -> Pair:
+    """``expired``: the serving certificate's validity ended yesterday (the CA's has not)."""
     now = datetime.datetime.now(datetime.UTC)
+    end = now - datetime.timedelta(days=1) if expired else now + datetime.timedelta(days=365)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
     ca = (
@@ -48,8 +52,8 @@ def issue(dns_names: list[str], ca_name: str = "sidegate-webhook-ca") -> Pair:
         .issuer_name(ca_subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
+        .not_valid_before(now - datetime.timedelta(days=30))
+        .not_valid_after(end)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), False)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
         .sign(ca_key, hashes.SHA256())

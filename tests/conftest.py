@@ -73,6 +73,8 @@ def gateway_doc(fakes: dict[str, FakeProvider]) -> dict[str, Any]:
             "downgrade": [["claude-sonnet"], ["claude-haiku"]],
         },
         "timeouts": {"first_byte": "1s", "retry_base": "10ms", "retry_max": "50ms"},
+        # The fakes' fault headers are app headers like any other: allowed.
+        "forward_headers": {"allow": ["x-fake-fault-*"]},
     }
 
 
@@ -84,10 +86,14 @@ def gateway(fakes: dict[str, FakeProvider]) -> Iterator[GatewayProcess]:
 
 
 @pytest.fixture
-def client(gateway: GatewayProcess) -> openai.OpenAI:
+def client(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
     """The official openai SDK, configured by base URL only."""
-    # The app's own key is a placeholder: sidegate must never forward it.
-    return openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="app-placeholder", max_retries=0)
+    # The app's own key is a placeholder: sidegate must never forward it. Closed
+    # after the test, so no pooled connection is left for the garbage collector.
+    with openai.OpenAI(
+        base_url=f"{gateway.base}/v1", api_key="app-placeholder", max_retries=0
+    ) as c:
+        yield c
 
 
 @pytest.fixture(autouse=True)

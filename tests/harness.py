@@ -9,18 +9,30 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from extproc.config import GatewayConfig, parse_config
+from extproc.envoy_admin import request as admin_request
 from extproc.envoy_bootstrap import render_yaml
 from extproc.gateway import Gateway
 from extproc.runner import find_envoy
 from extproc.server import start_server
 from extproc.state import RequestState
+
+
+def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = 10.0, every: float = 0.02
+) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` when ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
 
 
 def free_port() -> int:
@@ -41,6 +53,7 @@ class GatewayProcess:
         self.completed: list[RequestState] = []
         self.gateway.on_complete(self.completed.append)
         self.socket = str(self.workdir / "extproc.sock")
+        self.admin_socket = str(self.workdir / "envoy-admin.sock")
         self.loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self.envoy: subprocess.Popen[bytes] | None = None
@@ -61,44 +74,46 @@ class GatewayProcess:
 
         self._thread = threading.Thread(target=main, name="extproc", daemon=True)
         self._thread.start()
-        started.wait(10)
+        if not started.wait(10):
+            raise AssertionError("the ext_proc server did not start within 10 s")
         bootstrap = self.workdir / "envoy.yaml"
-        bootstrap.write_text(render_yaml(self.config, self.socket))
-        admin = self.workdir / "admin"
-        self.envoy = subprocess.Popen(
-            [
-                find_envoy(),
-                "-c",
-                str(bootstrap),
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warning",
-                "--admin-address-path",
-                str(admin),
-            ],
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        bootstrap.write_text(render_yaml(self.config, self.socket, self.admin_socket))
+        # Envoy keeps its own descriptor of the log; ours is closed at once.
+        with self.log.open("wb") as log_file:
+            self.envoy = subprocess.Popen(
+                [
+                    find_envoy(),
+                    "-c",
+                    str(bootstrap),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.envoy.poll() is None, self.log.read_text()
-            if admin.exists() and admin.read_text().strip():
-                try:
-                    with urllib.request.urlopen(
-                        f"http://{admin.read_text().strip()}/ready", timeout=1
-                    ):
-                        return self
-                except OSError:
-                    pass
+            answer = admin_request(self.admin_socket, "GET", "/ready")
+            if answer is not None and answer[0] == 200:
+                return self
             time.sleep(0.05)
         raise AssertionError("Envoy did not become ready:\n" + self.log.read_text())
 
     def wait_completed(self, count: int, timeout: float = 5.0) -> list[RequestState]:
-        deadline = time.monotonic() + timeout
-        while len(self.completed) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+        """The completed requests, once there are ``count``; fails if they do not come in time.
+
+        ``count`` is absolute (``len(completed)`` before the request + 1), so a
+        caller never reads the previous request's state by mistake.
+        """
+        wait_until(
+            lambda: len(self.completed) >= count,
+            f"{count} completed requests (have {len(self.completed)})",
+            timeout,
+        )
         return self.completed
 
     def stop(self) -> None:
@@ -107,8 +122,11 @@ class GatewayProcess:
             self.envoy.wait(10)
         if self._thread is not None:
             asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(5)
+            asyncio.run_coroutine_threadsafe(self.gateway.close(), self.loop).result(10)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
+            assert not self._thread.is_alive(), "the ext_proc thread did not stop"
+        self.loop.close()
 
 
 def env_keys(**keys: str) -> None:

@@ -94,6 +94,9 @@ class Pod:
             )
             if m.get("readOnly"):
                 mounts.append(f"mount -o remount,bind,ro {shlex.quote(m['mountPath'])}")
+        # As in Kubernetes, a container sees its own volumes only: hide the
+        # host directories behind them (the binds above stay visible).
+        mounts.append(f"mount -t tmpfs -o size=64k hidden {shlex.quote(str(self.workdir))}")
         drop = [] if uid == 0 else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
         inner = " && ".join([*mounts, "exec " + shlex.join([*drop, *argv])])
         return [
@@ -120,10 +123,11 @@ class Pod:
         return env
 
     def start(self, container: dict[str, Any]) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{container['name']}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            self._argv(container), env=self._env(container), stdout=log, stderr=subprocess.STDOUT
-        )
+        # The child keeps its own descriptor of the log; ours is closed at once.
+        with open(self.workdir / f"{container['name']}.log", "wb") as log:
+            proc = subprocess.Popen(
+                self._argv(container), env=self._env(container), stdout=log, stderr=subprocess.STDOUT
+            )
         self.procs[container["name"]] = proc
         return proc
 
@@ -200,7 +204,11 @@ class Pod:
                     proc.kill()
 
 
-def have_netns() -> bool:
-    return (
-        os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("setpriv") is not None
-    )
+def netns_missing() -> str | None:
+    """What this machine lacks to run pods in namespaces, or None."""
+    if os.geteuid() != 0:
+        return "needs root (network and mount namespaces)"
+    for tool, package in (("ip", "iproute2"), ("setpriv", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"needs {tool} ({package})"
+    return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import socket
@@ -11,9 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
 import redis
 
+from tests.ci import skip_or_fail
 from tests.harness import free_port
 
 
@@ -33,24 +32,26 @@ class RedisServer:
     def start(self, extra: list[str] | None = None) -> RedisServer:
         exe = shutil.which("redis-server")
         assert exe, "redis-server is not installed"
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-                *(extra or []),
-            ],
-            stdout=(self.dir / "redis.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        # The child keeps its own descriptor of the log; ours is closed at once.
+        with (self.dir / "redis.log").open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    exe,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.dir),
+                    *(extra or []),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.dir / "redis.log").read_text()
@@ -84,9 +85,7 @@ def _cluster_port() -> int:
 def require_redis() -> None:
     """Real Redis is part of the suite: CI must have it, a laptop may skip."""
     if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing; .ci/run installs it")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        skip_or_fail("redis-server is not installed (apt-get install redis-server)")
 
 
 class RedisCluster:

@@ -97,6 +97,16 @@ BAD = [
     ("timeouts", {"first_byte": "soon"}, "timeouts.first_byte: expected a duration"),
     ("listen", {"port": 70000}, "listen.port: expected an integer between 1 and 65535"),
     ("providers", {}, "providers: define at least one provider"),
+    (
+        "quotas",
+        [{"name": "q", "window": "weekly", "requests": 1}],
+        "quotas[0].window: expected a duration such as 1m, 1h or 24h, or 'month', got 'weekly'",
+    ),
+    (
+        "quotas",
+        [{"name": "q", "window": "500ms", "requests": 1}],
+        "quotas[0].window: expected whole seconds of at least 1s, or 'month'",
+    ),
 ]
 
 

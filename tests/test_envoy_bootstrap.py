@@ -32,7 +32,12 @@ def test_invariants() -> None:
     b = render_bootstrap(config, "/s.sock")
     listener = b["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["address"] == "127.0.0.1"
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = listener["filter_chains"][0]["filters"]
+    assert [f["name"] for f in filters] == [
+        "envoy.filters.network.connection_limit",
+        "envoy.filters.network.http_connection_manager",
+    ]
+    hcm = filters[-1]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     # No silent bypass: anything the policy stage did not route is refused.
     assert routes[-1]["name"] == "unrouted" and routes[-1]["direct_response"]["status"] == 500
@@ -45,7 +50,17 @@ def test_invariants() -> None:
         assert r["route"]["timeout"] == "0s"  # a long stream is never cut by a total deadline
         retry = r["route"]["retry_policy"]
         assert 429 in retry["retriable_status_codes"] and retry["refresh_cluster_on_retry"]
+        # First byte and inter-chunk silence are separate timers: the per-try
+        # idle timer would keep running (and cut) once the response has started.
+        assert "per_try_idle_timeout" not in retry and retry["per_try_timeout"] == "60.000s"
+        assert r["route"]["idle_timeout"] == "300.000s"
+    # Slow clients are bounded.
+    assert hcm["request_headers_timeout"] == "10.000s" and hcm["request_timeout"] == "60.000s"
+    extproc = b["static_resources"]["clusters"][0]
+    assert extproc["circuit_breakers"]["thresholds"][0]["max_requests"] > 2 * 2048
     for cluster in b["static_resources"]["clusters"][1:]:
+        budget = cluster["circuit_breakers"]["thresholds"][0]["retry_budget"]
+        assert budget["budget_percent"]["value"] > 0 and budget["min_retry_concurrency"] >= 32
         opts = cluster["typed_extension_protocol_options"][
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]

@@ -4,8 +4,13 @@ Each fixture is injected; the patch is applied with jsonpatch and with real
 ``kubectl patch --local`` (they must agree, and give the desired pod); the
 result validates against the Kubernetes schemas (native sidecars from 1.29,
 legacy ones down to 1.25) and the semantic checks schemas miss; sending the
-result back gives an empty patch. Set SIDEGATE_UPDATE_GOLDEN=1 to rewrite the
-golden files after an intended change, and review the diff.
+result back gives an empty patch.
+
+Every pod in ``tests/fixtures/pods`` is a golden case, compared (as parsed
+YAML) with the pod of the same name in ``tests/golden/inject``; a fixture
+without a golden file, or a golden file without a fixture, fails. After an
+intended change, run once with SIDEGATE_UPDATE_GOLDEN=1: that run rewrites the
+golden files and fails on purpose; review the diff, then run without it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +28,26 @@ import jsonpatch
 import pytest
 import yaml
 
-from extproc.inject.annotations import AnnotationError
+from extproc.inject.annotations import _CAPS, KNOWN, AnnotationError
 from extproc.inject.pod import inject
-from extproc.inject.settings import Settings, SettingsError, parse_settings
+from extproc.inject.settings import (
+    _DNS1123_CHARS,
+    _QUANTITY,
+    Settings,
+    SettingsError,
+    is_dns_subdomain,
+    is_quantity,
+    parse_settings,
+)
+from extproc.inject.workload import workload_name
 from tests.k8s import kubectl_patch, psa_restricted_problems, semantic_problems, validate
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures" / "pods"
 GOLDEN = HERE / "golden" / "inject"
 SETTINGS = Settings()
-INJECTED = ["deployment-pod", "job-pod", "own-init-containers", "user-base-url", "legacy-capture"]
+UPDATE = bool(os.environ.get("SIDEGATE_UPDATE_GOLDEN"))
+CASES = sorted({p.stem for p in FIXTURES.glob("*.yaml")} | {p.stem for p in GOLDEN.glob("*.yaml")})
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -51,14 +67,33 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
 
 
-@pytest.mark.parametrize("name", INJECTED)
+def test_golden_cases_are_found() -> None:
+    assert len(CASES) >= 6, f"no golden cases found under {FIXTURES} and {GOLDEN}"
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_injection_golden(name: str) -> None:
+    fixture, golden = FIXTURES / f"{name}.yaml", GOLDEN / f"{name}.yaml"
+    if not fixture.exists():
+        if UPDATE:
+            golden.unlink()
+            pytest.fail(f"removed {golden}: it had no fixture; rerun without SIDEGATE_UPDATE_GOLDEN")
+        pytest.fail(f"{golden} has no fixture {fixture}: add the input or delete the golden file")
     pod = _load(name)
     result = inject(pod, _ns(pod), SETTINGS)
-    assert result.skipped is None and result.patch
+    if UPDATE:
+        golden.write_text(yaml.safe_dump(result.pod, sort_keys=False, width=120))
+        pytest.fail(f"rewrote {golden}; review the diff and rerun without SIDEGATE_UPDATE_GOLDEN")
+    assert golden.exists(), f"no golden file for {fixture}; run once with SIDEGATE_UPDATE_GOLDEN=1"
+    expected = yaml.safe_load(golden.read_text())
+    assert result.pod == expected, f"{golden} differs (after an intended change: see the docstring)"
 
     admitted = copy.deepcopy(pod)
     admitted["metadata"].pop("managedFields", None)
+    if result.skipped is not None:
+        assert result.patch == [] and result.pod == admitted
+        return
+    assert result.patch
     by_jsonpatch = jsonpatch.apply_patch(admitted, result.patch)
     assert by_jsonpatch == result.pod
     assert kubectl_patch(admitted, result.patch) == result.pod
@@ -79,12 +114,6 @@ def test_injection_golden(name: str) -> None:
 
     again = inject(result.pod, _ns(pod), SETTINGS)
     assert again.patch == [], "re-injection must be a no-op"
-
-    golden = GOLDEN / f"{name}.yaml"
-    rendered = yaml.safe_dump(result.pod, sort_keys=False, width=120)
-    if os.environ.get("SIDEGATE_UPDATE_GOLDEN"):
-        golden.write_text(rendered)
-    assert golden.read_text() == rendered, f"{golden} is stale (SIDEGATE_UPDATE_GOLDEN=1)"
 
 
 def test_native_order_and_startup_gating() -> None:
@@ -135,8 +164,11 @@ def test_legacy_mode_layout() -> None:
     extproc, proxy, _ = out["spec"]["containers"]
     assert "restartPolicy" not in extproc
     assert extproc["lifecycle"]["postStart"]["exec"]["command"][-2:] == ["--wait", "120"]
-    assert extproc["args"][-2:] == ["--drain-seconds", "20"]
-    assert "drain_listeners" in proxy["lifecycle"]["preStop"]["exec"]["command"][-1]
+    assert extproc["args"][-4:] == [
+        "--drain-seconds", "20", "--drain-file", "/run/sidegate/drain-request"
+    ]  # fmt: skip
+    # The preStop asks the ext_proc to drain Envoy (the admin API is a Unix socket).
+    assert "/run/sidegate/drain-request" in proxy["lifecycle"]["preStop"]["exec"]["command"][-1]
     capture = out["spec"]["initContainers"][1]
     assert capture["args"] == [
         "capture", "install", "--proxy-uid", "1337", "--to-port", "14000", "--ports", "80,8080",
@@ -302,3 +334,113 @@ def test_offline_inject_reports_bad_annotations() -> None:
     r = _cli("-f", "-", stdin=bad)
     assert r.returncode == 1
     assert "annotation sidegate.io/capture: 'tproxy' is not one of env, iptables, none" in r.stderr
+
+
+MIB = 1024 * 1024
+ADVERSARIAL = {
+    "digits": "1" * MIB + "x",
+    "exponent": "1e" + "9" * MIB + "x",
+    "dots": "1." * (MIB // 2),
+    "label": "a" * MIB + "-",
+    "commas": "," * MIB,
+    "list": "8," * (MIB // 2),
+}
+
+
+def _fastest(fn: Any, runs: int = 3) -> float:
+    """The best of a few runs: a shared CI machine only ever makes a run slower."""
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_every_known_annotation_has_a_cap() -> None:
+    assert set(_CAPS) == KNOWN
+
+
+@pytest.mark.parametrize("kind", list(ADVERSARIAL))
+@pytest.mark.parametrize("key", sorted(KNOWN))
+def test_huge_annotation_values_are_refused_fast(key: str, kind: str) -> None:
+    pod = _load("deployment-pod")
+    pod["metadata"]["annotations"][key] = ADVERSARIAL[kind]
+
+    def refuse() -> None:
+        with pytest.raises(AnnotationError, match=f"annotation {key}: .* characters; at most"):
+            inject(pod, "apps", SETTINGS)
+
+    assert _fastest(refuse) < 0.05
+
+
+@pytest.mark.parametrize("kind", list(ADVERSARIAL))
+def test_patterns_are_linear_even_without_the_caps(kind: str) -> None:
+    """The caps come first, but the patterns themselves must not backtrack either."""
+    value = ADVERSARIAL[kind]
+    for pattern in (_QUANTITY, _DNS1123_CHARS):
+        assert _fastest(lambda p=pattern: p.fullmatch(value)) < 0.05, pattern.pattern
+    assert _fastest(lambda: workload_name(_owned_by(value), "ns")) < 0.05
+    assert _fastest(lambda: is_dns_subdomain(value)) < 0.05
+
+
+def _owned_by(name: str) -> dict[str, Any]:
+    return {"metadata": {"ownerReferences": [{"kind": "Job", "name": name, "controller": True}]}}
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("100m", True), ("128Mi", True), ("1.5Gi", True), ("+.5", True), ("1e3", True),
+        ("5E-3", True), ("2E", True), ("1.", True), ("1.2.3", False), ("1ki", False),
+        ("Mi", False), ("1Mi\n", False), ("1e", False), ("", False), ("1" * 65, False),
+    ],
+)  # fmt: skip
+def test_quantities(value: str, ok: bool) -> None:
+    assert is_quantity(value) is ok
+
+
+def test_values_within_the_caps_are_accepted() -> None:
+    names = [f"c{i}-" + "x" * 56 for i in range(64)]  # 64 names of up to 60 characters
+    pod = _load("deployment-pod")
+    pod["spec"]["containers"] = [{"name": n, "image": "nginx"} for n in names]
+    pod["metadata"]["annotations"].update(
+        {"sidegate.io/inject-containers": ",".join(names), "sidegate.io/proxy-cpu": "1" * 63 + "m"}
+    )
+    out = inject(pod, "apps", SETTINGS).pod
+    assert all("env" in c for c in out["spec"]["containers"])
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["[" * 30_000, '{"containers": 5}', '{"env": {"app": "OPENAI_BASE_URL"}}', "[]"],
+)
+def test_a_forged_status_annotation_is_refused(status: str) -> None:
+    pod = _load("deployment-pod")
+    pod["metadata"]["annotations"]["sidegate.io/status"] = status
+    with pytest.raises(AnnotationError, match="not the JSON sidegate writes"):
+        inject(pod, "apps", SETTINGS)
+
+
+def test_many_problems_are_summarised() -> None:
+    pod = _load("deployment-pod")
+    pod["metadata"]["annotations"].update({f"sidegate.io/bogus-{i}": "x" for i in range(50)})
+    with pytest.raises(AnnotationError) as e:
+        inject(pod, "apps", SETTINGS)
+    assert len(e.value.problems) == 50
+    assert str(e.value).endswith("and 40 more") and len(str(e.value)) < 2000
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"capturePorts": ["http"]}, "capturePorts: expected a list of TCP ports"),
+        ({"capturePorts": [70000]}, "capturePorts: expected a list of TCP ports"),
+        ({"proxyResources": {"limits": "1Gi"}}, "proxyResources.limits: expected a mapping"),
+        ({"excludedNamespaces": [None]}, "excludedNamespaces: expected a list of strings"),
+        ({"extprocResources": {"requests": {"cpu": "1" * 100}}}, "is not a Kubernetes quantity"),
+    ],
+)
+def test_bad_settings_name_the_key(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        parse_settings(doc)

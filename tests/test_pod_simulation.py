@@ -21,13 +21,19 @@ from typing import Any
 import pytest
 import yaml
 
+from extproc.envoy_admin import request as admin_request
 from extproc.inject.pod import inject
 from extproc.inject.settings import Settings
-from tests.podsim import PROVIDER_IP, Network, Pod, have_netns, kubelet_volume
+from tests.ci import skip_or_fail
+from tests.podsim import POD_IP, PROVIDER_IP, Network, Pod, kubelet_volume, netns_missing
 
-pytestmark = pytest.mark.skipif(
-    not have_netns(), reason="needs root (network and mount namespaces), iproute2 and util-linux"
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_netns() -> None:
+    missing = netns_missing()
+    if missing:
+        skip_or_fail(missing)
+
 
 APP = r"""
 import json, os, sys, time
@@ -77,6 +83,7 @@ def _config() -> str:
                 "sonnet": {"provider": "anthropic", "id": "claude-sonnet-4-5"},
             },
             "routes": {"fast": [["gpt"]], "claude": [["sonnet"]]},
+            "forward_headers": {"allow": ["x-fake-fault-*"]},
         }
     )
 
@@ -202,10 +209,9 @@ def test_native_pod_streams_and_rotates_keys(cluster: Cluster) -> None:
         pod.stop()
 
 
-@pytest.mark.skipif(
-    shutil.which("iptables-restore") is None, reason="needs iptables (.ci/run installs it)"
-)
 def test_transparent_capture(cluster: Cluster) -> None:
+    if shutil.which("iptables-restore") is None:
+        skip_or_fail("needs iptables (.ci/run installs it)")
     pod, injected = cluster.pod(
         {"sidegate.io/capture": "iptables", "sidegate.io/providers": "openai"}
     )
@@ -266,15 +272,160 @@ def test_legacy_pod_starts_in_order_and_drains_a_stream_on_shutdown(cluster: Clu
             pod._argv(app, [*app["command"], "--long"]), env=pod._env(app),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(1.5)  # the SDK is imported and the stream under way
+        # The stream under way (the SDK's import alone can take seconds on a busy machine).
+        admin = str(pod.volumes["sidegate-run"] / "envoy-admin.sock")
+
+        def streaming() -> bool:
+            assert stream.poll() is None, stream.communicate()
+            answer = admin_request(admin, "GET", "/stats?filter=^http.sidegate.downstream_rq_active$")
+            return answer is not None and answer[1].strip().endswith(": 1")
+
+        _until("the stream under way", streaming, timeout=60)
         pod.procs["sidegate-extproc"].terminate()
         pre_stop = pod.exec(proxy, proxy["lifecycle"]["preStop"]["exec"]["command"], timeout=30)
         assert pre_stop.returncode == 0, pre_stop.stderr
+        # The ext_proc took the preStop's request and drained Envoy's listeners.
+        assert "Envoy listeners draining: yes" in pod.log("sidegate-extproc")
+        assert not (pod.volumes["sidegate-run"] / "drain-request").exists()
         pod.procs["sidegate-proxy"].terminate()
         out, err = stream.communicate(timeout=30)
         assert stream.returncode == 0, err
         result = json.loads(out.strip().splitlines()[-1])
         assert result["openai"].startswith("Hello from openai!") and len(result["arrivals"]) > 50
         assert pod.procs["sidegate-extproc"].wait(timeout=15) == 0
+    finally:
+        pod.stop()
+
+
+REACH = r"""
+import json, socket
+out = {}
+for name, path in (("extproc", "/run/sidegate/extproc.sock"),
+                   ("admin", "/run/sidegate/envoy-admin.sock")):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        out[name] = "connected"
+    except OSError as e:
+        out[name] = type(e).__name__
+    finally:
+        s.close()
+print(json.dumps(out))
+"""
+
+
+def _reach(pod: Pod, container: dict[str, Any]) -> dict[str, str]:
+    r = pod.exec(container, ["python", "-c", REACH])
+    assert r.returncode == 0, r.stderr
+    result: dict[str, str] = json.loads(r.stdout)
+    return result
+
+
+def _listening_ports(net: Network) -> set[int]:
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        text = subprocess.run(
+            ["ip", "netns", "exec", net.pod, "cat", table], capture_output=True, text=True
+        ).stdout
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_app_reaches_neither_the_admin_api_nor_the_extproc_socket(cluster: Cluster) -> None:
+    pod, injected = cluster.pod({"sidegate.io/providers": "openai"})
+    try:
+        pod.run_init()
+        spec = injected["spec"]
+        app = next(c for c in spec["containers"] if c["name"] == "app")
+        proxy = next(c for c in spec["initContainers"] if c["name"] == "sidegate-proxy")
+        # On the pod's shared loopback: the app listener and /ready, no admin port.
+        assert _listening_ports(cluster.net) == {14000, 15021}
+        # The app does not mount the run volume: the sockets are not there for it.
+        assert _reach(pod, app) == {"extproc": "FileNotFoundError", "admin": "FileNotFoundError"}
+        # An app that mounts it anyway (another uid) is refused by the sockets' mode.
+        nosy = {**app, "volumeMounts": [*app["volumeMounts"], *proxy["volumeMounts"]]}
+        assert _reach(pod, nosy) == {"extproc": "PermissionError", "admin": "PermissionError"}
+        # The sidecars' uid gets through: the test can tell the difference.
+        assert _reach(pod, proxy) == {"extproc": "connected", "admin": "connected"}
+    finally:
+        pod.stop()
+
+
+CALL = r"""
+import json, anthropic, openai
+out = {}
+for name, call in (
+    ("openai", lambda: openai.OpenAI(max_retries=0).chat.completions.create(
+        model="fast", messages=[{"role": "user", "content": "hi"}])),
+    ("anthropic", lambda: anthropic.Anthropic(max_retries=0).messages.create(
+        model="claude", max_tokens=16, messages=[{"role": "user", "content": "hi"}])),
+):
+    try:
+        call()
+        out[name] = [200, None, None]
+    except (openai.APIStatusError, anthropic.APIStatusError) as e:
+        out[name] = [e.status_code, e.response.json(), e.response.headers.get("retry-after")]
+print(json.dumps(out))
+"""
+
+
+def _ready_status(pod: Pod) -> int:
+    code = (
+        "import sys, urllib.request as u, urllib.error as e\n"
+        "try: print(u.urlopen(sys.argv[1], timeout=1).status)\n"
+        "except e.HTTPError as x: print(x.code)\n"
+        "except OSError: print(0)\n"
+    )
+    r = subprocess.run(
+        ["ip", "netns", "exec", pod.net.pod, sys.executable, "-c", code,
+         f"http://{POD_IP}:15021/ready"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return int(r.stdout.strip() or 0)
+
+
+def _until(what: str, check: Any, timeout: float) -> float:
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, f"{what} not within {timeout:g} s"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_killed_extproc_makes_the_pod_unready_and_requests_503(cluster: Cluster) -> None:
+    pod, injected = cluster.pod({"sidegate.io/providers": "openai,anthropic"})
+    try:
+        pod.run_init()
+        spec = injected["spec"]
+        app = next(c for c in spec["containers"] if c["name"] == "app")
+        extproc = next(c for c in spec["initContainers"] if c["name"] == "sidegate-extproc")
+        assert _ready_status(pod) == 200
+
+        pod.procs["sidegate-extproc"].kill()
+        pod.procs["sidegate-extproc"].wait(timeout=10)
+        took = _until("/ready 503", lambda: _ready_status(pod) == 503, timeout=10)
+        print(f"ext_proc killed: /ready 503 after {took:.2f} s")
+        r = pod.exec(app, ["python", "-c", CALL])
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        status, body, retry_after = out["openai"]
+        assert status == 503 and retry_after == "1", out
+        assert body["error"]["code"] == "extproc_unavailable"
+        assert "unavailable" in body["error"]["message"]
+        status, body, retry_after = out["anthropic"]
+        assert status == 503 and retry_after == "1", out
+        assert body["type"] == "error" and body["error"]["type"] == "overloaded_error"
+
+        # The kubelet restarts the container (restartPolicy: Always).
+        pod.start(extproc)
+        took = _until("/ready 200", lambda: _ready_status(pod) == 200, timeout=20)
+        print(f"ext_proc restarted: /ready 200 after {took:.2f} s")
+        r = pod.exec(app, ["python", "-c", CALL])
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert out["openai"][0] == 200 and out["anthropic"][0] == 200, out
     finally:
         pod.stop()

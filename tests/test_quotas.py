@@ -20,7 +20,7 @@ from extproc.config import ConfigError, parse_config
 from extproc.fake_provider import FakeProvider
 from extproc.gateway import Gateway
 from tests.conftest import gateway_doc
-from tests.harness import GatewayProcess, free_port
+from tests.harness import GatewayProcess, free_port, wait_until
 from tests.redisd import RedisServer
 
 QUOTAS: list[dict[str, Any]] = [
@@ -116,11 +116,10 @@ def test_requests_quota_per_user(local_gw: GatewayProcess, fakes: dict[str, Fake
 def test_tokens_are_estimated_then_reconciled(local_gw: GatewayProcess) -> None:
     client = oa(local_gw, **{"x-sidegate-tenant": "t-tokens"})
     first = hi(client, model="gpt-4o")
-    local_gw.wait_completed(len(local_gw.completed))
-    time.sleep(0.1)
-    # The estimate was replaced by what the provider reported, priced at
+    # The estimate is replaced by what the provider reported, priced at
     # gpt-4o's $2.50 / $10 per million tokens (counted in micro-dollars).
-    assert counters(local_gw, "tenant-tokens") == [[1, first.usage.total_tokens, cost(first.usage)]]
+    settled = [[1, first.usage.total_tokens, cost(first.usage)]]
+    wait_until(lambda: counters(local_gw, "tenant-tokens") == settled, "the first settlement")
     stream = client.chat.completions.create(
         model="gpt-4o",
         messages=[{"role": "user", "content": "hello there"}],
@@ -129,9 +128,9 @@ def test_tokens_are_estimated_then_reconciled(local_gw: GatewayProcess) -> None:
         stream_options={"include_usage": True},
     )
     usage = [c.usage for c in stream if c.usage][-1]
-    time.sleep(0.1)
     total = first.usage.total_tokens + usage.total_tokens
-    assert counters(local_gw, "tenant-tokens") == [[2, total, cost(first.usage) + cost(usage)]]
+    settled = [[2, total, cost(first.usage) + cost(usage)]]
+    wait_until(lambda: counters(local_gw, "tenant-tokens") == settled, "the stream's settlement")
     with pytest.raises(openai.RateLimitError) as caught:
         while True:
             hi(client, model="gpt-4o")
@@ -212,10 +211,12 @@ def test_sidecars_share_one_redis_budget_exactly(
                 ok += 1
             except openai.RateLimitError:
                 denied += 1
-        time.sleep(0.2)
         assert (ok, denied) == (5, 5)
         # One counter in Redis, reconciled with every response's real usage.
-        assert redis_counters(redis_server, "shared") == [[5, tokens, spent]]
+        wait_until(
+            lambda: redis_counters(redis_server, "shared") == [[5, tokens, spent]],
+            "5 settled requests in the shared Redis counter",
+        )
         assert not counters(a, "shared") and not counters(b, "shared")
     finally:
         a.stop()

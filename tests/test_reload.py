@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -26,15 +25,12 @@ from extproc.config_watch import ConfigWatcher
 from extproc.fake_provider import FakeProvider
 from extproc.runner import find_envoy
 from tests.conftest import gateway_doc
-from tests.harness import free_port
+from tests.harness import free_port, wait_until
 from tests.test_cli import _start
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+def _eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    wait_until(check, what, timeout, every=0.1)
 
 
 def _write_atomically(path: Path, doc: Any) -> None:
@@ -51,7 +47,7 @@ def test_run_picks_up_a_new_config_and_refuses_a_bad_one(
     tmp_path: Path, fakes: dict[str, FakeProvider]
 ) -> None:
     doc = gateway_doc(fakes)
-    proc, base = _start(tmp_path, doc)
+    run, base = _start(tmp_path, doc)
     cfg = tmp_path / "sidegate.yaml"
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
     try:
@@ -61,23 +57,23 @@ def test_run_picks_up_a_new_config_and_refuses_a_bad_one(
         doc["models"]["gpt-4o-c"] = {"provider": "openai-c", "id": "gpt-4o-mini"}
         doc["routes"]["cheap"] = [["gpt-4o-c"]]
         _write_atomically(cfg, doc)
-        _eventually(lambda: "cheap" in _model_ids(client))
+        _eventually(lambda: "cheap" in _model_ids(client), "the new route in /v1/models")
+        run.wait_for("reloaded (version")
         reply = client.chat.completions.create(
             model="cheap", messages=[{"role": "user", "content": "hi"}]
         )
         assert reply.model == "gpt-4o-mini"
 
         _write_atomically(cfg, "providers: {p: {api: nope}}\n")
-        time.sleep(2.5)
+        # Proof the bad config was read and refused, before asserting that nothing changed.
+        run.wait_for("providers.p.api")
+        assert "config refused, the last good config keeps serving" in run.output
         reply = client.chat.completions.create(
             model="cheap", messages=[{"role": "user", "content": "still"}]
         )
         assert reply.choices[0].message.content == "Hello from ob! You said: still"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-    assert "config refused, the last good config keeps serving" in out
-    assert "providers.p.api" in out
+        run.stop()
 
 
 def _configmap_swap(mount: Path, name: str, text: str, version: int) -> None:
@@ -117,7 +113,7 @@ def test_a_config_envoy_rejects_never_reaches_the_extproc(
     tmp_path: Path, fakes: dict[str, FakeProvider]
 ) -> None:
     doc = gateway_doc(fakes)
-    proc, base = _start(tmp_path, doc)
+    run, base = _start(tmp_path, doc)
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
     try:
         # Valid for sidegate, refused by Envoy when it loads the cluster.
@@ -127,16 +123,17 @@ def test_a_config_envoy_rejects_never_reaches_the_extproc(
         doc["models"]["gpt-4o-c"] = {"provider": "openai-c", "id": "gpt-4o-mini"}
         doc["routes"]["cheap"] = [["gpt-4o-c"]]
         _write_atomically(tmp_path / "sidegate.yaml", doc)
-        time.sleep(3)
+        # Proof Envoy was given the new version and refused it, before asserting that
+        # nothing changed: without it the assertions pass on a reload not yet run.
+        run.wait_for("Envoy rejected the generated clusters")
+        assert "config refused, the last good config keeps serving" in run.output
         assert "cheap" not in _model_ids(client)
         reply = client.chat.completions.create(
             model="fast", messages=[{"role": "user", "content": "ok"}]
         )
         assert reply.choices[0].message.content == "Hello from oa! You said: ok"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-    assert "Envoy rejected the generated clusters" in out
+        run.stop()
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -158,7 +155,7 @@ def sidecar(tmp_path: Path, fakes: dict[str, FakeProvider]) -> Any:
     cfg.write_text(yaml.safe_dump(doc))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    admin, ready = free_port(), free_port()
+    ready = free_port()
     sidegate = [sys.executable, "-m", "extproc.cli"]
     extproc = subprocess.Popen(
         [
@@ -170,8 +167,8 @@ def sidecar(tmp_path: Path, fakes: dict[str, FakeProvider]) -> Any:
             str(run_dir / "extproc.sock"),
             "--envoy-dir",
             str(run_dir),
-            "--admin-port",
-            str(admin),
+            "--admin-socket",
+            str(run_dir / "envoy-admin.sock"),
             "--ready-port",
             str(ready),
         ],
@@ -205,17 +202,19 @@ def sidecar(tmp_path: Path, fakes: dict[str, FakeProvider]) -> Any:
             text=True,
         )
         procs.insert(0, envoy)
-        _eventually(lambda: _get(f"http://127.0.0.1:{ready}/ready")[0] == 200)
+        _eventually(
+            lambda: _get(f"http://127.0.0.1:{ready}/ready")[0] == 200, "Envoy's /ready to answer"
+        )
         yield {"cfg": cfg, "doc": doc, "ready": ready, "port": doc["listen"]["port"]}
     finally:
         for p in procs:  # Envoy first, as the kubelet stops native sidecars in reverse
             p.send_signal(signal.SIGTERM)
-            p.wait(timeout=15)
+            p.communicate(timeout=15)  # also closes our ends of its pipes
 
 
 def test_sidecar_containers_serve_and_reload(sidecar: dict[str, Any]) -> None:
     ready = sidecar["ready"]
-    assert _get(f"http://127.0.0.1:{ready}/ready")[1].strip() == b"LIVE"
+    assert _get(f"http://127.0.0.1:{ready}/ready")[0] == 200
     # The readiness port is not the admin API.
     assert _get(f"http://127.0.0.1:{ready}/stats")[0] == 404
     assert _get(f"http://127.0.0.1:{ready}/quitquitquit")[0] == 404
@@ -238,7 +237,7 @@ def test_sidecar_containers_serve_and_reload(sidecar: dict[str, Any]) -> None:
         )
         return r.choices[0].message.content == "Hello from ob! You said: b"
 
-    _eventually(switched)
+    _eventually(switched, "the route 'fast' to switch to openai-b")
 
 
 def test_health_fails_clearly_without_a_server(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import http.client
 import json
@@ -22,7 +23,7 @@ import jsonpatch
 import pytest
 import yaml
 
-from extproc.inject.webhook import WebhookServer, serve
+from extproc.inject.webhook import Limits, WebhookServer, serve
 from tests.certs import Pair, issue
 from tests.harness import free_port
 
@@ -44,20 +45,28 @@ def _secret_volume(directory: Path, pair: Pair, version: int) -> None:
             (directory / name).symlink_to(f"..data/{name}")
 
 
-@pytest.fixture
-def webhook(tmp_path: Path) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def _running(tmp_path: Path, limits: Limits | None = None) -> Iterator[dict[str, Any]]:
     pair = issue([SERVICE, "sidegate-webhook.sidegate-system.svc.cluster.local"])
     certs = tmp_path / "tls"
     certs.mkdir()
     _secret_volume(certs, pair, 1)
     server: WebhookServer = serve(
-        "127.0.0.1", 0, str(certs / "tls.crt"), str(certs / "tls.key"), None
+        "127.0.0.1", 0, str(certs / "tls.crt"), str(certs / "tls.key"), None, limits
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield {"port": server.server_address[1], "ca": pair.ca_pem, "certs": certs}
-    server.shutdown()
-    server.server_close()
+    try:
+        yield {"port": server.server_address[1], "ca": pair.ca_pem, "certs": certs, "server": server}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def webhook(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with _running(tmp_path) as w:
+        yield w
 
 
 def _call(
@@ -69,17 +78,30 @@ def _call(
     ctype: str = "application/json",
     hostname: str = SERVICE,
 ) -> tuple[int, Any]:
+    status, _, doc = _call_full(port, ca, method, path, body, ctype, hostname)
+    return status, doc
+
+
+def _call_full(
+    port: int,
+    ca: str,
+    method: str = "POST",
+    path: str = "/inject?timeout=10s",
+    body: bytes | None = None,
+    ctype: str = "application/json",
+    hostname: str = SERVICE,
+) -> tuple[int, http.client.HTTPMessage, Any]:
     ctx = ssl.create_default_context(cadata=ca)
-    conn = http.client.HTTPConnection(hostname, port, timeout=10)
+    conn = http.client.HTTPConnection(hostname, port, timeout=20)
     conn.sock = ctx.wrap_socket(
-        socket.create_connection(("127.0.0.1", port)), server_hostname=hostname
+        socket.create_connection(("127.0.0.1", port), timeout=20), server_hostname=hostname
     )
     headers = {"Content-Type": ctype} if body is not None else {}
     conn.request(method, path, body=body, headers=headers)
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
-    return resp.status, json.loads(data) if data else None
+    return resp.status, resp.headers, json.loads(data) if data else None
 
 
 def _review(
@@ -274,3 +296,164 @@ def test_inject_serve_command(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
+
+
+def _review_body(pod: dict[str, Any] | None = None, uid: str = "uid-1") -> bytes:
+    return json.dumps(_review(pod or _pod("deployment-pod"), uid=uid)).encode()
+
+
+def test_a_review_over_the_inflight_bound_gets_429_with_retry_after(tmp_path: Path) -> None:
+    limits = Limits(max_inflight=1, queue_wait=2.0)
+    with _running(tmp_path, limits) as w:
+        port, ca, server = w["port"], w["ca"], w["server"]
+        assert server.inflight.acquire(timeout=5)  # one review "in progress"
+        try:
+            start = time.monotonic()
+            status, headers, out = _call_full(port, ca, path="/inject", body=_review_body())
+            waited = time.monotonic() - start
+            assert status == 429 and headers["Retry-After"] == "1", out
+            assert "busy" in out["error"]
+            # It queued for the configured wait, then refused: no hang, no instant drop.
+            assert 1.9 <= waited < 6, waited
+            # With the API server's own timeout stated, the wait is 40% of it: its
+            # retry after Retry-After still fits in that timeout.
+            start = time.monotonic()
+            status, _, _ = _call_full(port, ca, path="/inject?timeout=1s", body=_review_body())
+            waited = time.monotonic() - start
+            assert status == 429 and 0.3 <= waited < 1.5, waited
+            # Health is not queued behind reviews.
+            assert _call(port, ca, "GET", "/healthz")[0] == 200
+        finally:
+            server.inflight.release()
+        status, out = _call(port, ca, body=_review_body(uid="after"))
+        assert status == 200 and out["response"]["uid"] == "after"
+
+
+def test_a_queued_review_is_served_when_a_slot_frees_in_time(tmp_path: Path) -> None:
+    with _running(tmp_path, Limits(max_inflight=1, queue_wait=5)) as w:
+        server = w["server"]
+        assert server.inflight.acquire(timeout=5)
+        timer = threading.Timer(0.5, server.inflight.release)
+        timer.start()
+        try:
+            status, out = _call(w["port"], w["ca"], body=_review_body(uid="queued"))
+        finally:
+            timer.join()
+        assert status == 200 and out["response"]["uid"] == "queued"
+
+
+def test_connections_are_bounded_and_silent_ones_time_out(tmp_path: Path) -> None:
+    limits = Limits(max_connections=3, request_timeout=1.0)
+    with _running(tmp_path, limits) as w:
+        before = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", w["port"])) for _ in range(20)]
+        try:
+            deadline = time.monotonic() + 5
+            peak = 0
+            while time.monotonic() < deadline:
+                peak = max(peak, threading.active_count() - before)
+                if peak >= 3:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.3)
+            peak = max(peak, threading.active_count() - before)
+            assert peak == 3, f"{peak} handler threads for 20 connections; the bound is 3"
+            # Each silent connection is closed after request_timeout, so a real
+            # client behind 20 of them is served within a few rounds of that.
+            start = time.monotonic()
+            status, _ = _call(w["port"], w["ca"], body=_review_body())
+            assert status == 200
+            assert time.monotonic() - start < 15
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_a_client_dripping_its_request_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
+    with _running(tmp_path, Limits(request_timeout=1.0)) as w:
+        ctx = ssl.create_default_context(cadata=w["ca"])
+        raw = socket.create_connection(("127.0.0.1", w["port"]), timeout=10)
+        tls = ctx.wrap_socket(raw, server_hostname=SERVICE)
+        start = time.monotonic()
+        request = b"POST /inject HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        try:
+            for byte in request:
+                tls.sendall(bytes([byte]))  # a byte every 0.2 s: each read is quick
+                time.sleep(0.2)
+                assert time.monotonic() - start < 5, "the server never cut the client off"
+        except OSError:
+            pass  # the server closed the connection
+        else:
+            assert tls.recv(1) == b""
+        assert time.monotonic() - start < 3, time.monotonic() - start
+        tls.close()
+
+
+def test_adversarial_annotations_are_refused_quickly_and_briefly(webhook: dict[str, Any]) -> None:
+    pod = _pod("deployment-pod")
+    pod["metadata"]["annotations"].update(
+        {
+            "sidegate.io/proxy-memory": "1" * (1024 * 1024),
+            "sidegate.io/capture-ports": "8" * (512 * 1024),
+            "sidegate.io/" + "x" * 10_000: "y",
+            "sidegate.io/secret-name": ["not", "a", "string"],
+        }
+    )
+    start = time.monotonic()
+    status, out = _call(webhook["port"], webhook["ca"], body=_review_body(pod))
+    elapsed = time.monotonic() - start
+    assert status == 200 and out["response"]["allowed"] is False
+    message = out["response"]["status"]["message"]
+    assert "annotation sidegate.io/proxy-memory: 1048576 characters; at most 64" in message
+    assert "annotation sidegate.io/capture-ports: 524288 characters; at most 256" in message
+    assert "the key is longer than 317 characters" in message
+    assert "annotation sidegate.io/secret-name: expected a string, got list" in message
+    assert len(message) < 2000, "the refusal quotes an unbounded value"
+    assert elapsed < 5, elapsed
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nests deeper than 100 levels"),
+        (
+            json.dumps(
+                {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                 "request": {"uid": "u" * 1000}}
+            ).encode(),
+            "request.uid is empty or longer than 128",
+        ),
+    ],
+)  # fmt: skip
+def test_hostile_review_bodies_are_400(webhook: dict[str, Any], body: bytes, message: str) -> None:
+    status, out = _call(webhook["port"], webhook["ca"], body=body)
+    assert status == 400 and message in out["error"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (lambda r: r["request"].update(kind="Pod"), None),
+        (lambda r: r["request"]["object"].update(metadata=[]), "metadata: expected a map"),
+        (
+            lambda r: r["request"]["object"]["metadata"].update(annotations="x"),
+            "metadata.annotations: expected a map of strings",
+        ),
+        (
+            lambda r: r["request"]["object"]["spec"].update(containers={"a": 1}),
+            "spec.containers: expected a list of maps, each with a name",
+        ),
+    ],
+)
+def test_misshapen_pods_are_refused_not_crashed_on(
+    webhook: dict[str, Any], mutate: Any, problem: str | None
+) -> None:
+    review = _review(_pod("deployment-pod"))
+    mutate(review)
+    status, out = _call(webhook["port"], webhook["ca"], body=json.dumps(review).encode())
+    assert status == 200
+    if problem is None:
+        assert out["response"]["allowed"] is True and "patch" not in out["response"]
+    else:
+        assert out["response"]["allowed"] is False
+        assert problem in out["response"]["status"]["message"]

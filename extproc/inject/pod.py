@@ -22,7 +22,9 @@ from .annotations import (
     AnnotationError,
     PodOptions,
     check_container_names,
+    checked_annotations,
     parse_options,
+    show,
 )
 from .settings import Settings
 from .sidecar import (
@@ -47,6 +49,59 @@ class Result:
     warnings: list[str] = field(default_factory=list)
 
 
+class PodError(AnnotationError):
+    """The object is not shaped like a pod the API server would send; refused, not injected."""
+
+
+_MAPS = ("labels", "annotations")
+_LISTS = ("initContainers", "containers", "volumes")
+
+
+def check_shape(pod: object) -> None:
+    """Refuse, naming the field, any part of the pod this module reads that has the wrong type.
+
+    The API server decodes the pod into its Go types before calling us, so this
+    only trips on a hand-made review; it turns what would be a crash into a refusal.
+    """
+    problems: list[str] = []
+    if not isinstance(pod, dict):
+        raise PodError(["the object is not a pod"])
+    meta, spec = pod.get("metadata"), pod.get("spec")
+    for where, value, kind in (("metadata", meta, dict), ("spec", spec, dict)):
+        if value is not None and not isinstance(value, kind):
+            problems.append(f"{where}: expected a map")
+    if isinstance(meta, dict):
+        for key in _MAPS:
+            if meta.get(key) is not None and not isinstance(meta[key], dict):
+                problems.append(f"metadata.{key}: expected a map of strings")
+        refs = meta.get("ownerReferences")
+        if refs is not None and not (
+            isinstance(refs, list) and all(isinstance(r, dict) for r in refs)
+        ):
+            problems.append("metadata.ownerReferences: expected a list of maps")
+    if isinstance(spec, dict):
+        for key in _LISTS:
+            items = spec.get(key)
+            if items is None:
+                continue
+            if not isinstance(items, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("name"), str) for c in items
+            ):
+                problems.append(f"spec.{key}: expected a list of maps, each with a name")
+            elif key != "volumes" and not all(
+                isinstance(c.get("env") or [], list) for c in items
+            ):
+                problems.append(f"spec.{key}[].env: expected a list")
+        grace = spec.get("terminationGracePeriodSeconds")
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
+            problems.append("spec.terminationGracePeriodSeconds: expected an integer")
+    status = pod.get("status")
+    if status is not None and not isinstance(status, dict):
+        problems.append("status: expected a map")
+    if problems:
+        raise PodError(problems)
+
+
 def _meta(pod: Pod) -> dict[str, Any]:
     meta: dict[str, Any] = pod.get("metadata") or {}
     return meta
@@ -54,8 +109,9 @@ def _meta(pod: Pod) -> dict[str, Any]:
 
 def describe(pod: Pod, namespace: str) -> str:
     meta = _meta(pod)
-    name = meta.get("name") or (meta.get("generateName", "") + "*")
-    return f"{namespace}/{name}"
+    name = str(meta.get("name") or (str(meta.get("generateName", "")) + "*"))
+    # Not yet validated by the API server: a name in a log line or message stays short.
+    return f"{namespace[:63]}/{name[:253]}"
 
 
 def skip_reason(pod: Pod, namespace: str, settings: Settings) -> str | None:
@@ -93,14 +149,11 @@ def strip(pod: Pod) -> Pod:
         ]
         if taken:
             raise AnnotationError(
-                [f"container name {taken[0]!r} is reserved for the sidegate sidecar; rename it"]
+                [f"container name {show(taken[0])} is reserved for the sidegate sidecar; rename it"]
             )
         return pod
-    try:
-        status = json.loads(raw)
-        env = status.get("env") or {}
-    except (ValueError, AttributeError):
-        raise AnnotationError([f"annotation {STATUS}: not the JSON sidegate writes"]) from None
+    status = _status(raw)
+    env = status.get("env") or {}
     for key in ("initContainers", "containers"):
         if key in spec:
             spec[key] = [c for c in spec[key] if c.get("name") not in status.get(key, [])]
@@ -124,6 +177,27 @@ def strip(pod: Pod) -> Pod:
     return pod
 
 
+def _status(raw: str) -> dict[str, Any]:
+    """The status annotation, checked to be what sidegate writes (it is capped in length)."""
+    bad = AnnotationError([f"annotation {STATUS}: not the JSON sidegate writes"])
+    try:
+        status = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise bad from None
+
+    def names(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(n, str) for n in value)
+
+    if not isinstance(status, dict) or not all(
+        names(status.get(k, [])) for k in ("initContainers", "containers", "volumes")
+    ):
+        raise bad
+    env = status.get("env") or {}
+    if not isinstance(env, dict) or not all(names(v) for v in env.values()):
+        raise bad
+    return status
+
+
 def _add_env(container: dict[str, Any], opts: PodOptions, settings: Settings) -> list[str]:
     present = {e.get("name") for e in container.get("env") or []}
     added = []
@@ -137,11 +211,14 @@ def _add_env(container: dict[str, Any], opts: PodOptions, settings: Settings) ->
 
 def inject(pod: Pod, namespace: str, settings: Settings) -> Result:
     """The desired pod, the JSON Patch to it, and warnings for the caller."""
+    check_shape(pod)
     original = copy.deepcopy(pod)
     _meta(original).pop("managedFields", None)
     reason = skip_reason(original, namespace, settings)
     if reason:
         return Result(pod=original, skipped=reason)
+    # Caps first: strip() below parses the status annotation.
+    checked_annotations(_meta(original).get("annotations"))
     desired = strip(original)
     meta = desired.setdefault("metadata", {})
     opts = parse_options(meta.get("annotations") or {}, settings)

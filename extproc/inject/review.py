@@ -14,21 +14,46 @@ import logging
 from typing import Any
 
 from .annotations import AnnotationError
-from .pod import describe, inject
+from .pod import PodError, check_shape, describe, inject
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+# A pod, managedFields included, nests some 20 levels; copying and diffing recurse
+# once per level, so a deeper document is refused before it reaches them.
+MAX_DEPTH = 100
 
 
 class BadReview(ValueError):
     """Not an AdmissionReview we can answer; the message says what is wrong."""
 
 
+def _too_deep(doc: object) -> bool:
+    """Whether ``doc`` nests deeper than MAX_DEPTH; iterative, so any depth is safe to ask."""
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((c, depth + 1) for c in children)
+    return False
+
+
 def parse_review(body: bytes) -> dict[str, Any]:
     try:
         review = json.loads(body)
+    except RecursionError:
+        raise BadReview(f"the body nests deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as e:
+        # The decoder's message names a position, never the body's content.
         raise BadReview(f"the body is not JSON: {e}") from None
+    if _too_deep(review):
+        raise BadReview(f"the body nests deeper than {MAX_DEPTH} levels")
     if not isinstance(review, dict):
         raise BadReview("expected an AdmissionReview object")
     if review.get("kind") != "AdmissionReview" or review.get("apiVersion") not in (
@@ -39,6 +64,8 @@ def parse_review(body: bytes) -> dict[str, Any]:
     request = review.get("request")
     if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
         raise BadReview("the AdmissionReview has no request.uid")
+    if not 0 < len(request["uid"]) <= 128:  # a UUID is 36; it is echoed back
+        raise BadReview("request.uid is empty or longer than 128 characters")
     return review
 
 
@@ -46,16 +73,27 @@ def answer(review: dict[str, Any], settings: Settings) -> dict[str, Any]:
     request = review["request"]
     response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
     out = {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response}
-    kind = (request.get("kind") or {}).get("kind")
+    kind = request.get("kind")
     pod = request.get("object")
-    if kind != "Pod" or request.get("operation") != "CREATE" or not isinstance(pod, dict):
+    if (
+        not isinstance(kind, dict)
+        or kind.get("kind") != "Pod"
+        or request.get("operation") != "CREATE"
+        or not isinstance(pod, dict)
+    ):
         response["warnings"] = ["sidegate: only Pod CREATE is injected; let through unchanged"]
         return out
-    namespace = request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or ""
-    who = describe(pod, namespace)
+    meta = pod.get("metadata")
+    namespace = request.get("namespace") or (
+        meta.get("namespace") if isinstance(meta, dict) else None
+    )
+    namespace = namespace if isinstance(namespace, str) else ""
     try:
+        check_shape(pod)
+        who = describe(pod, namespace)
         result = inject(pod, namespace, settings)
     except AnnotationError as e:
+        who = describe(pod, namespace) if not isinstance(e, PodError) else f"{namespace[:63]}/?"
         log.info("refused %s: %s", who, e)
         response["allowed"] = False
         response["status"] = {

@@ -14,11 +14,16 @@ import yaml
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 CAPTURE_MODES = ("env", "iptables", "none")
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Kubernetes' own quantity grammar (signed number; binary SI, decimal SI or exponent suffix).
+# apimachinery's regular expression is safe under Go's linear engine but backtracks
+# quadratically in Python on long digit runs. Here every quantifier is possessive
+# (Python 3.11): a failed match never re-reads what a quantifier took, so the time
+# is linear in the value, and the callers cap the length before matching anyway.
+_QUANTITY = re.compile(
+    r"[+-]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+[0-9]++|[KMGTPE]i|[mkMGTPE])?+"
 )
+MAX_QUANTITY = 64  # "9223372036854775807", the int64 maximum, is 19; nobody writes 64
+_DNS1123_CHARS = re.compile(r"[-a-z0-9]++")
 
 
 class SettingsError(ValueError):
@@ -26,15 +31,21 @@ class SettingsError(ValueError):
 
 
 def is_quantity(value: str) -> bool:
-    return bool(_QUANTITY.match(value))
+    return len(value) <= MAX_QUANTITY and _QUANTITY.fullmatch(value) is not None
 
 
 def is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and bool(_DNS1123_LABEL.match(value))
+    return (
+        0 < len(value) <= 63
+        and _DNS1123_CHARS.fullmatch(value) is not None
+        and value[0] != "-"
+        and value[-1] != "-"
+    )
 
 
 def is_dns_subdomain(value: str) -> bool:
-    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
+    # Label by label: one pattern over the whole name would nest quantifiers.
+    return len(value) <= 253 and all(is_dns_label(label) for label in value.split("."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +76,6 @@ class Settings:
     capture: str = "env"
     capture_ports: tuple[int, ...] = (80,)
     listen_port: int = 14000
-    admin_port: int = 15000
     ready_port: int = 15021
     proxy_uid: int = 1337
     concurrency: int = 2
@@ -90,6 +100,8 @@ def _resources(doc: Any, key: str, default: Resources) -> Resources:
     values: dict[str, str | None] = {}
     for part, names in (("requests", ("cpu", "memory")), ("limits", ("cpu", "memory"))):
         section = doc.get(part) or {}
+        if not isinstance(section, dict):
+            raise SettingsError(f"{key}.{part}: expected a mapping with cpu/memory")
         for name in names:
             value = section.get(name)
             if value is None:
@@ -109,10 +121,14 @@ def parse_settings(doc: Any) -> Settings:
     d = Settings()
     known = {
         "image", "proxyImage", "imagePullPolicy", "nativeSidecars", "providers", "capture",
-        "capturePorts", "listenPort", "adminPort", "readyPort", "proxyUID", "concurrency",
+        "capturePorts", "listenPort", "readyPort", "proxyUID", "concurrency",
         "drainSeconds", "configMap", "configKey", "secretName", "excludedNamespaces",
         "proxyResources", "extprocResources",
     }  # fmt: skip
+    if "adminPort" in doc:
+        raise SettingsError(
+            "adminPort: removed; Envoy's admin API is a Unix socket the app cannot reach"
+        )
     unknown = sorted(set(doc) - known)
     if unknown:
         raise SettingsError(f"unknown injector setting(s): {', '.join(unknown)}")
@@ -133,7 +149,14 @@ def parse_settings(doc: Any) -> Settings:
     if capture not in CAPTURE_MODES:
         raise SettingsError(f"capture: expected one of {', '.join(CAPTURE_MODES)}")
     ports = tuple(get("capturePorts", list(d.capture_ports), list))
-    for name, value in [(k, get(k, 0, int)) for k in ("listenPort", "adminPort", "readyPort")]:
+    if not ports or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports
+    ):
+        raise SettingsError("capturePorts: expected a list of TCP ports")
+    for key in ("providers", "excludedNamespaces"):
+        if not all(isinstance(v, str) for v in doc.get(key) or []):
+            raise SettingsError(f"{key}: expected a list of strings")
+    for name, value in [(k, get(k, 0, int)) for k in ("listenPort", "readyPort")]:
         if value and not 0 < value < 65536:
             raise SettingsError(f"{name}: {value} is not a port")
     return Settings(
@@ -145,7 +168,6 @@ def parse_settings(doc: Any) -> Settings:
         capture=capture,
         capture_ports=ports,
         listen_port=get("listenPort", d.listen_port, int),
-        admin_port=get("adminPort", d.admin_port, int),
         ready_port=get("readyPort", d.ready_port, int),
         proxy_uid=get("proxyUID", d.proxy_uid, int),
         concurrency=get("concurrency", d.concurrency, int),

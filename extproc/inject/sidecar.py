@@ -1,5 +1,9 @@
 """The containers and volumes sidegate adds to a pod.
 
+The run volume holds the ext_proc's socket and Envoy's admin socket (both mode
+0600, uid ``proxy_uid``) and Envoy's config: only the two sidecars mount it,
+never the app, which can reach the app listener and ``/ready`` only.
+
 Two sidecars: ``sidegate-extproc`` (this package's image: the ext_proc service,
 which also writes Envoy's config files into the shared run dir) and
 ``sidegate-proxy`` (the official Envoy image, started from those files). The
@@ -26,6 +30,10 @@ VOLUMES = (RUN_VOLUME, CONFIG_VOLUME, KEYS_VOLUME)
 RUN_DIR = "/run/sidegate"
 ENVOY_DIR = f"{RUN_DIR}/envoy"
 SOCKET = f"{RUN_DIR}/extproc.sock"
+ADMIN_SOCKET = f"{RUN_DIR}/envoy-admin.sock"
+# Legacy sidecars: Envoy's preStop creates it, the ext_proc then drains Envoy
+# through the admin socket (the Envoy image has no client for a Unix socket).
+DRAIN_FILE = f"{RUN_DIR}/drain-request"
 CONFIG_DIR = "/etc/sidegate"
 KEYS_DIR = "/var/run/secrets/sidegate/keys"
 READY_PORT_NAME = "sidegate-ready"
@@ -72,13 +80,13 @@ def _health_command(wait: int | None = None) -> list[str]:
     return [*cmd, "--wait", str(wait)] if wait else cmd
 
 
-def _http_check(port: int, path: str, method: str = "GET") -> str:
+def _http_check(port: int, path: str) -> str:
     """An HTTP status check in bash alone: the Envoy image has no curl or wget.
 
     HTTP/1.1, because Envoy answers HTTP/1.0 with 426 unless told to accept it.
     """
     crlf = "\\r\\n"
-    request = f"{method} {path} HTTP/1.1{crlf}Host: localhost{crlf}Connection: close{crlf}{crlf}"
+    request = f"GET {path} HTTP/1.1{crlf}Host: localhost{crlf}Connection: close{crlf}{crlf}"
     return (
         f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
         f"printf '{request}' >&3 && "
@@ -95,8 +103,8 @@ def extproc_container(opts: PodOptions, s: Settings, workload: str) -> dict[str,
         SOCKET,
         "--envoy-dir",
         ENVOY_DIR,
-        "--admin-port",
-        str(s.admin_port),
+        "--admin-socket",
+        ADMIN_SOCKET,
         "--ready-port",
         str(s.ready_port),
     ]
@@ -127,7 +135,7 @@ def extproc_container(opts: PodOptions, s: Settings, workload: str) -> dict[str,
         )
     else:
         # Legacy sidecars all get SIGTERM at once: keep serving while Envoy drains.
-        args += ["--drain-seconds", str(opts.drain_seconds)]
+        args += ["--drain-seconds", str(opts.drain_seconds), "--drain-file", DRAIN_FILE]
         # A blocking postStart holds the next container (Envoy) until this serves.
         container["lifecycle"] = {"postStart": {"exec": {"command": _health_command(wait=120)}}}
     container["livenessProbe"] = _probe(
@@ -172,10 +180,7 @@ def proxy_container(opts: PodOptions, s: Settings) -> dict[str, Any]:
             f"for i in $(seq 1200); do ({_http_check(s.ready_port, '/ready')}) 2>/dev/null "
             "&& exit 0; sleep 0.1; done; exit 1"
         )
-        drain = (
-            f"({_http_check(s.admin_port, '/drain_listeners?graceful&skip_exit', 'POST')}); "
-            f"sleep {opts.drain_seconds}"
-        )
+        drain = f": > {DRAIN_FILE}; sleep {opts.drain_seconds}"
         container["lifecycle"] = {
             # Holds the app containers until Envoy is ready (they start after this returns).
             "postStart": {"exec": {"command": ["bash", "-c", wait_ready]}},

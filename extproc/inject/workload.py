@@ -8,10 +8,15 @@ schedule suffix), else from generateName, else from the pod's own name.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_CRONJOB_SUFFIX = re.compile(r"-\d{8,}$")  # the scheduled time, in minutes since the epoch
+
+def _without_schedule(job: str) -> str:
+    """A CronJob's Job name minus its ``-<scheduled minute since the epoch>`` suffix."""
+    base, dash, suffix = job.rpartition("-")
+    if dash and len(suffix) >= 8 and suffix.isascii() and suffix.isdigit():
+        return base
+    return job
 
 
 def workload_name(pod: dict[str, Any], namespace: str) -> str:
@@ -29,7 +34,7 @@ def workload_name(pod: dict[str, Any], namespace: str) -> str:
         if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
             name = name[: -len(template_hash) - 1]
         elif kind == "Job":
-            name = _CRONJOB_SUFFIX.sub("", name)
+            name = _without_schedule(name)
     if not name:
         name = (meta.get("generateName") or "").rstrip("-") or meta.get("name", "")
     return f"{namespace}/{name}" if name else namespace

@@ -133,9 +133,13 @@ def _window(r: Reader) -> float:
         return MONTH
     if r.value is None:
         raise r.fail("required: a duration such as 1m, 1h, 24h, or 'month'")
-    seconds = r.duration(0.0)
+    try:
+        seconds = r.duration(0.0)
+    except ValueError:  # ConfigError; the generic duration message does not know 'month'
+        msg = f"expected a duration such as 1m, 1h or 24h, or 'month', got {r.value!r}"
+        raise r.fail(msg) from None
     if seconds < 1 or seconds != int(seconds):
-        raise r.fail(f"expected whole seconds of at least 1s, got {r.value!r}")
+        raise r.fail(f"expected whole seconds of at least 1s, or 'month', got {r.value!r}")
     return seconds
 
 

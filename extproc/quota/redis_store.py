@@ -398,7 +398,11 @@ class RedisStore:
                 break
             self.backlog.retried += 1
         self.backlog.lose_all("the gateway stopped using this Redis before it came back")
-        await self.client.aclose()
+        if self.config.cluster:
+            await self.client.aclose()
+        else:
+            # The pool is ours (passed in), so the client would leave its connections open.
+            await self.client.aclose(close_connection_pool=True)
 
 
 def _why(e: BaseException) -> str:

@@ -45,6 +45,7 @@ def error_body(status: int, body: bytes, provider: str) -> bytes:
 
 class AnthropicToAnthropic(Exchange):
     passthrough_json = True
+    passthrough_stream = True
 
     def request(self) -> Outbound:
         ctx = self.ctx

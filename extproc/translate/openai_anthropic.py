@@ -16,6 +16,7 @@ import json
 import time
 from typing import Any
 
+from .. import validation
 from ..errors import GatewayError, openai_error_body, openai_type
 from ..sse import Event
 from ..usage import Usage
@@ -128,12 +129,13 @@ def _tool_use(call: Any, param: str) -> dict[str, Any]:
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
         raise _bad("a tool call needs function.name", f"{param}.function")
     args = fn.get("arguments") or "{}"
-    try:
-        parsed = json.loads(args) if isinstance(args, str) else args
-    except ValueError:
-        raise _bad(
-            "tool call arguments are not valid JSON", f"{param}.function.arguments"
-        ) from None
+    # Parsed under the request body's checks (depth, duplicate keys, lone
+    # surrogates): this JSON is the client's too, and it goes out re-encoded.
+    parsed = (
+        validation.loads_embedded(args, f"{param}.function.arguments")
+        if isinstance(args, str)
+        else args
+    )
     if not isinstance(parsed, dict):
         raise _bad("tool call arguments must be a JSON object", f"{param}.function.arguments")
     call_id = call.get("id")

@@ -98,7 +98,6 @@ providers: {{ toJson .Values.sidecar.providers }}
 capture: {{ .Values.sidecar.capture }}
 capturePorts: {{ toJson .Values.sidecar.capturePorts }}
 listenPort: {{ .Values.sidecar.listenPort }}
-adminPort: {{ .Values.sidecar.adminPort }}
 readyPort: {{ .Values.sidecar.readyPort }}
 proxyUID: {{ .Values.sidecar.uid }}
 concurrency: {{ .Values.sidecar.concurrency }}

@@ -182,3 +182,23 @@ def test_the_url_is_a_secret() -> None:
     for text in (repr(config), str(config), repr(config.url), config.describe()):
         assert "hunter2" not in text, text
     assert "10.0.0.1:6380" in repr(config)
+
+
+def test_a_cold_client_on_a_stalled_redis_costs_one_timeout(redis_server: RedisServer) -> None:
+    redis_server.client().flushall()
+
+    async def go() -> float:
+        store = store_for(redis_server, timeout=0.5)
+        stall(redis_server, 3000)
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(store.reserve([bound("e")]) for _ in range(20)), return_exceptions=True
+        )
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, StoreDown) for r in results), results
+        assert store.circuit.opened == 1
+        await store.close()
+        return elapsed
+
+    # Twenty calls wait on one first connection: they fail together, not in turn.
+    assert asyncio.run(go()) < 1.5

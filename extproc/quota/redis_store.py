@@ -257,6 +257,9 @@ class RedisStore:
         async with self._warming:
             if self._warm:
                 return
+            if self.circuit.is_open:
+                # It failed while this call waited its turn: fail now, not one timeout each.
+                raise ConnectionError("Redis failed while this call waited to connect")
             if self.config.cluster:
                 await asyncio.wait_for(self.client.initialize(), self.config.timeout)
             for script in (_RESERVE, _ADJUST):

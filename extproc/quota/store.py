@@ -79,7 +79,7 @@ class MemoryStore:
         self._swept = time.monotonic()
         self.evicted = 0  # counters forgotten while their window was still open
         self._evicted_logged = 0
-        self._last_log = 0.0
+        self._last_log = float("-inf")
 
     def __len__(self) -> int:
         return len(self._counters)

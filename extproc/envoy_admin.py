@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
+import os
 import socket
 import time
 import urllib.parse
@@ -31,6 +33,8 @@ _KEYS = {
     "http.sidegate.rds.sidegate": "routes",
     "listener_manager.lds": "listeners",
 }
+
+log = logging.getLogger(__name__)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -107,14 +111,20 @@ class EnvoyAdmin:
     ) -> str | None:
         """None once Envoy runs ``version``; a reason if it rejected it.
 
-        An Envoy that cannot be reached (restarting, not started yet) loads the
-        files when it starts, so that is not a refusal.
+        An Envoy with no admin socket (not started yet, or gone) loads the
+        files when it starts, so that is not a refusal. One whose admin is
+        slow to answer (a busy box) is still running the old routes: the
+        ext_proc must not switch to the new plans before Envoy does, so keep
+        asking until ``within`` runs out.
         """
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             stats = await self.stats()
             if stats is None:
-                return None
+                if not await asyncio.to_thread(os.path.exists, self.path):
+                    return None
+                await asyncio.sleep(0.05)
+                continue
             if all(stats.get(f"{k}.version_text") == version for k in _KEYS):
                 return None
             if before is not None:
@@ -123,4 +133,9 @@ class EnvoyAdmin:
                     if int(stats.get(counter, "0")) > int(before.get(counter, "0")):
                         return f"Envoy rejected the generated {kind} (see the Envoy log)"
             await asyncio.sleep(0.05)
+        log.warning(
+            "Envoy did not confirm config version %s within %g s; applying it anyway",
+            version,
+            within,
+        )
         return None

@@ -89,6 +89,24 @@ def _extproc(stage: str, mode: dict[str, str], limits: Limits, **extra: Any) -> 
     }
 
 
+def _body_limit_filter(limits: Limits) -> dict[str, Any]:
+    """Refuse a request body over the limit before the policy stage buffers it.
+
+    The app connection's buffer limit cannot bound request bodies: it is also
+    the response's write buffer, kept large so that Envoy 1.40 never has to
+    pause a response that outruns a slow app (see ``app_listener``). Without
+    this filter a body past the limit would travel to the ext_proc service in
+    one message larger than gRPC carries.
+    """
+    return {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            _T: f"{_API}.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": limits.body_buffer_bytes,
+        },
+    }
+
+
 def _policy_filter(identity: Identity, limits: Limits) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
@@ -438,6 +456,7 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         "http2_protocol_options": {"max_concurrent_streams": limits.max_streams_per_connection},
         "local_reply_config": local_reply_config(config.limits.max_request_body_bytes),
         "http_filters": [
+            _body_limit_filter(config.limits),
             _policy_filter(config.quota.identity, config.limits),
             {
                 "name": "envoy.filters.http.router",

@@ -133,7 +133,8 @@ def _unreachable_mapper(style: ErrorStyle, flag: str, message: str) -> dict[str,
     return {
         "filter": {"and_filter": {"filters": filters}} if len(filters) > 1 else filters[0],
         "body_format_override": {
-            "json_format": _body(style, 503, message, "upstream_unavailable")
+            # Not overload: the provider is out of reach (Anthropic's api_error).
+            "json_format": _body(style, 500, message, "upstream_unavailable")
         },
         "headers_to_add": [
             {

@@ -56,9 +56,11 @@ def test_skip_or_fail(tmp_path: Path, ci: str | None, outcome: str) -> None:
 
 
 # Under CI the module's setup fails: pytest reports that as errors, and exits 1.
-@pytest.mark.parametrize(("ci", "outcome"), [(None, "3 skipped"), ("true", "3 errors")])
+@pytest.mark.parametrize(("ci", "outcome"), [(None, "skipped"), ("true", "errors")])
 def test_the_pod_simulation_without_root(ci: str | None, outcome: str) -> None:
     """As a non-root user: skipped on a laptop, failed under CI (CI runs it as root)."""
+    source = (HERE / "test_pod_simulation.py").read_text()
+    outcome = f"{len(re.findall(r'^def test_', source, re.M))} {outcome}"
     r = _pytest(
         ["-q", "-p", "no:cacheprovider", "-rsf", "tests/test_pod_simulation.py"],
         ci,

@@ -61,6 +61,7 @@ def _doc(fakes: dict[str, FakeProvider], **extra: Any) -> dict[str, Any]:
         "routes": {"fast": [["m-primary"], ["m-fallback"]]},
         "timeouts": {"retry_base": "10ms", "retry_max": "50ms"},
         "envoy": {"access_log": False},
+        "forward_headers": {"allow": ["x-fake-fault-*"]},
         **extra,
     }
 

@@ -172,8 +172,13 @@ def test_every_envoy_buffer_follows_the_body_limit() -> None:
     listener = b["static_resources"]["listeners"][0]
     buffer = config.limits.body_buffer_bytes
     assert buffer > 20 * MiB
-    assert listener["per_connection_buffer_limit_bytes"] == buffer
+    # The connection's buffer is also the response's: at least the body limit,
+    # and the request body itself is bounded by the buffer filter in front.
+    assert listener["per_connection_buffer_limit_bytes"] >= buffer
     hcm = listener["filter_chains"][0]["filters"][-1]["typed_config"]
+    (body_filter,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.buffer"]
+    assert body_filter["typed_config"]["max_request_bytes"] == buffer
+    assert hcm["http_filters"].index(body_filter) == 0, "the limit must apply before the policy"
     for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         assert route["request_body_buffer_limit"] == buffer
     # What the ext_proc path carries is above the largest body Envoy may buffer.

@@ -93,12 +93,14 @@ def test_new_requests_are_served_while_slow_clients_pile_up(
         for _ in range(200):
             held.append(_open(gw, _trickled_headers(CHAT)))
 
-        def streams() -> int:
-            return envoy_stats(gw, r"^cluster\.sidegate_extproc\.upstream_rq_active$").get(
-                "cluster.sidegate_extproc.upstream_rq_active", 0
+        def held_requests() -> int:
+            return envoy_stats(gw, r"^http\.sidegate\.downstream_rq_active$").get(
+                "http.sidegate.downstream_rq_active", 0
             )
 
-        _wait(lambda: streams() >= 1100, "the held bodies to hold processor streams")
+        # The unfinished bodies are requests in Envoy (their headers are in);
+        # the body-limit filter holds them, so they take no processor stream.
+        _wait(lambda: held_requests() >= 1100, "Envoy to hold the unfinished requests")
         # On a busy box the processor may shed a request while it takes in the
         # 1,300: then only as a 503 with Retry-After, and a retry is served.
         r = _served_or_shed(lambda: httpx.get(f"{gw.base}/v1/models", timeout=10))
@@ -120,10 +122,12 @@ def test_slow_clients_are_cut_with_a_408_in_the_callers_format(
     doc = gateway_doc(fakes)
     doc["timeouts"] = {"request_headers": "1s", "request": "2s"}
     gw = GatewayProcess(doc).start()
+    held: list[socket.socket] = []
     try:
         start = time.monotonic()
         body_a = _open(gw, _unfinished_body(MESSAGES))
         body_o = _open(gw, _unfinished_body(CHAT))
+        held.extend((body_a, body_o))
         status, headers, raw = _read_reply(body_a)
         assert status == 408 and headers["content-type"] == "application/json"
         err = json.loads(raw)
@@ -144,6 +148,8 @@ def test_slow_clients_are_cut_with_a_408_in_the_callers_format(
             "processor streams to close",
         )
     finally:
+        for s in held:
+            s.close()
         gw.stop()
 
 
@@ -238,10 +244,10 @@ def test_a_processor_outage_is_an_error_in_the_callers_format(
     try:
         asyncio.run_coroutine_threadsafe(gw.server.stop(0), gw.loop).result(5)
         r = httpx.post(f"{gw.base}{CHAT}", json={"model": "fast", "messages": []}, timeout=10)
-        assert r.status_code == 500 and r.json()["error"]["code"] == "gateway_error", r.text
-        assert "ext_proc" in r.json()["error"]["message"]
+        assert r.status_code == 503 and r.json()["error"]["code"] == "extproc_unavailable", r.text
+        assert r.headers["retry-after"] == "1" and "ext_proc" in r.json()["error"]["message"]
         r = httpx.post(f"{gw.base}{MESSAGES}", json={"model": "claude"}, timeout=10)
-        assert r.status_code == 500 and r.json()["error"]["type"] == "api_error", r.text
+        assert r.status_code == 503 and r.json()["error"]["type"] == "overloaded_error", r.text
     finally:
         gw.stop()
 

@@ -26,7 +26,7 @@ from extproc.fake_provider import FakeProvider
 from extproc.runner import find_envoy
 from tests.conftest import gateway_doc
 from tests.harness import free_port, wait_until
-from tests.test_cli import _start
+from tests.test_cli import _start_running
 
 
 def _eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
@@ -47,7 +47,7 @@ def test_run_picks_up_a_new_config_and_refuses_a_bad_one(
     tmp_path: Path, fakes: dict[str, FakeProvider]
 ) -> None:
     doc = gateway_doc(fakes)
-    run, base = _start(tmp_path, doc)
+    run, base = _start_running(tmp_path, doc)
     cfg = tmp_path / "sidegate.yaml"
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
     try:
@@ -113,7 +113,7 @@ def test_a_config_envoy_rejects_never_reaches_the_extproc(
     tmp_path: Path, fakes: dict[str, FakeProvider]
 ) -> None:
     doc = gateway_doc(fakes)
-    run, base = _start(tmp_path, doc)
+    run, base = _start_running(tmp_path, doc)
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
     try:
         # Valid for sidegate, refused by Envoy when it loads the cluster.

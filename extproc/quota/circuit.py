@@ -53,6 +53,10 @@ class Circuit:
         self._epoch += 1
         return True
 
+    def current(self, ticket: int) -> bool:
+        """Nothing changed since ``ticket`` was given (no failure opened or extended it)."""
+        return ticket == self._epoch
+
     def released(self, ticket: int) -> None:
         """A call ended with neither verdict (it was cancelled, or the store was busy)."""
         if ticket == self._epoch and self.is_open:

@@ -215,7 +215,7 @@ class RedisStore:
         deadline = loop.time() + self.config.timeout
         try:
             if not self._warm:
-                await self._warm_up()
+                await self._warm_up(ticket)
             try:
                 result = await self._bounded(op, self.config.timeout)
             except (StoreBusy, ResponseError, TimeoutError, redis.TimeoutError):
@@ -245,7 +245,7 @@ class RedisStore:
             self._drainer = self._spawn(self._drain())
         return result
 
-    async def _warm_up(self) -> None:
+    async def _warm_up(self, ticket: int) -> None:
         """Discover the cluster and load the scripts once, before a burst can race for it.
 
         A burst on a cold client has every call discover the cluster and load
@@ -257,7 +257,7 @@ class RedisStore:
         async with self._warming:
             if self._warm:
                 return
-            if self.circuit.is_open:
+            if not self.circuit.current(ticket):
                 # It failed while this call waited its turn: fail now, not one timeout each.
                 raise ConnectionError("Redis failed while this call waited to connect")
             if self.config.cluster:

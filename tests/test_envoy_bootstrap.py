@@ -43,6 +43,7 @@ def test_invariants() -> None:
     assert routes[-1]["name"] == "unrouted" and routes[-1]["direct_response"]["status"] == 500
     assert all(r["match"]["headers"] for r in routes[:-1])
     assert [f["name"] for f in hcm["http_filters"]] == [
+        "envoy.filters.http.buffer",
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.router",
     ]

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from extproc.inject.annotations import _CAPS, KNOWN, AnnotationError
+from extproc.inject.isolation import IsolationError
 from extproc.inject.pod import inject
 from extproc.inject.settings import (
     _DNS1123_CHARS,
@@ -40,6 +41,7 @@ from extproc.inject.settings import (
     parse_settings,
 )
 from extproc.inject.workload import workload_name
+from tests.isolation_cases import ACCEPTED_PARAMS, REFUSAL_PARAMS
 from tests.k8s import kubectl_patch, psa_restricted_problems, semantic_problems, validate
 
 HERE = Path(__file__).parent
@@ -260,6 +262,69 @@ def test_a_user_container_with_our_name_is_refused() -> None:
     pod["spec"]["containers"].append({"name": "sidegate-proxy", "image": "nginx"})
     with pytest.raises(AnnotationError, match="'sidegate-proxy' is reserved"):
         inject(pod, "apps", SETTINGS)
+
+
+@pytest.mark.parametrize(("mutate", "says"), REFUSAL_PARAMS)
+def test_pods_that_reach_the_sidecars_are_refused(mutate: Any, says: tuple[str, ...]) -> None:
+    pod = _load("deployment-pod")
+    mutate(pod["spec"])
+    with pytest.raises(IsolationError) as e:
+        inject(pod, "apps", SETTINGS)
+    for text in says:
+        assert text in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("mutate", ACCEPTED_PARAMS)
+def test_pods_close_to_a_refusal_are_injected(mutate: Any) -> None:
+    pod = _load("deployment-pod")
+    mutate(pod["spec"])
+    result = inject(pod, "apps", SETTINGS)
+    assert result.skipped is None and result.patch
+    validate(result.pod, "1.37")
+    assert inject(result.pod, "apps", SETTINGS).patch == []
+
+
+def test_isolation_follows_the_injector_settings() -> None:
+    pod = _load("deployment-pod")
+    pod["spec"]["containers"][0]["securityContext"] = {"runAsUser": 2000}
+    inject(copy.deepcopy(pod), "apps", SETTINGS)  # 2000 is nobody's with the defaults
+    with pytest.raises(IsolationError, match="runAsUser is 2000, the sidegate sidecars' uid"):
+        inject(pod, "apps", parse_settings({"proxyUID": 2000}))
+    pod = _load("deployment-pod")
+    pod["metadata"]["annotations"]["sidegate.io/secret-name"] = "team-keys"
+    pod["spec"]["containers"][0]["envFrom"] = [{"secretRef": {"name": "team-keys"}}]
+    with pytest.raises(IsolationError, match="envFrom\\[0\\] reads Secret 'team-keys'"):
+        inject(pod, "apps", SETTINGS)
+
+
+def test_an_injected_pod_changed_to_mount_our_volume_is_refused() -> None:
+    """Re-injection strips what the status annotation says we added, and no more."""
+    injected = inject(_load("deployment-pod"), "apps", SETTINGS).pod
+    app = next(c for c in injected["spec"]["containers"] if c["name"] == "app")
+    app["volumeMounts"].append({"name": "sidegate-keys", "mountPath": "/keys"})
+    with pytest.raises(IsolationError, match="container 'app': volumeMounts\\[1\\] mounts"):
+        inject(injected, "apps", SETTINGS)
+
+
+def test_misshapen_security_fields_are_not_crashed_on() -> None:
+    """The API server types these before admission; a hand-made pod must still get an answer."""
+    pod = _load("deployment-pod")
+    app = pod["spec"]["containers"][0]
+    app["volumeMounts"].append({"name": ["sidegate-keys"], "mountPath": "/k"})
+    app["securityContext"] = {"runAsUser": "1337", "capabilities": {"add": "SYS_ADMIN"}}
+    pod["spec"]["securityContext"] = ["not", "a", "map"]
+    pod["spec"]["volumes"].append({"name": "v", "projected": {"sources": "x"}})
+    assert inject(pod, "apps", SETTINGS).patch
+
+
+def test_every_isolation_problem_is_reported_at_once() -> None:
+    pod = _load("deployment-pod")
+    app = pod["spec"]["containers"][0]
+    app["volumeMounts"].append({"name": "sidegate-run", "mountPath": "/r"})
+    app["securityContext"] = {"runAsUser": 1337, "privileged": True}
+    with pytest.raises(IsolationError) as e:
+        inject(pod, "apps", SETTINGS)
+    assert len(e.value.problems) == 3, e.value.problems
 
 
 def test_settings_change_the_output_and_are_checked() -> None:

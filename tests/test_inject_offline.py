@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from extproc.inject.annotations import AnnotationError
 from extproc.inject.offline import KINDS, dump_documents, inject_documents
 from extproc.inject.settings import Settings
 from extproc.quota.caller import WORKLOAD_ENV
+from tests.isolation_cases import ACCEPTED_PARAMS, REFUSAL_PARAMS
 from tests.k8s import semantic_problems, validate
 
 SETTINGS = Settings()
@@ -209,3 +211,48 @@ def test_bad_input_is_a_clear_error(text: str, message: str) -> None:
     )
     assert r.returncode == 1 and r.stdout == ""
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def _deployment(mutate: Any) -> dict[str, Any]:
+    obj = copy.deepcopy(OBJECTS["Deployment"][0])
+    mutate(obj["spec"]["template"]["spec"])
+    return obj
+
+
+@pytest.mark.parametrize(("mutate", "says"), REFUSAL_PARAMS)
+def test_pods_that_reach_the_sidecars_are_refused(mutate: Any, says: tuple[str, ...]) -> None:
+    with pytest.raises(AnnotationError) as e:
+        inject_documents(yaml.safe_dump(_deployment(mutate)), SETTINGS, "default")
+    problems = e.value.problems
+    assert problems and all(p.startswith("Deployment apps/chat: ") for p in problems), problems
+    for text in says:
+        assert text in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("mutate", ACCEPTED_PARAMS)
+def test_pods_close_to_a_refusal_are_injected(mutate: Any) -> None:
+    docs, notes = inject_documents(yaml.safe_dump(_deployment(mutate)), SETTINGS, "default")
+    assert notes == []
+    _check_injected(docs[0], ("spec", "template"))
+    again, _ = inject_documents(dump_documents(docs), SETTINGS, "default")
+    assert again == docs
+
+
+def test_a_refused_pod_fails_the_whole_file_through_the_cli() -> None:
+    """Nothing is written when one object is refused: a half-injected file would be applied."""
+    privileged = _deployment(lambda s: s["containers"][0].update(
+        securityContext={"privileged": True}))  # fmt: skip
+    privileged["metadata"]["name"] = "agent"
+    text = yaml.safe_dump_all([OBJECTS["Pod"][0], privileged])
+    r = subprocess.run(
+        [sys.executable, "-m", "extproc.cli", "inject", "-f", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert (
+        "Deployment apps/agent: container 'app': securityContext.privileged is true" in r.stderr
+    )
+    assert "Traceback" not in r.stderr

@@ -140,6 +140,7 @@ def hostile() -> Iterator[tuple[GatewayProcess, type[_Hostile]]]:
     yield gw, handler
     gw.stop()
     server.shutdown()
+    server.server_close()
 
 
 def _sse(event: str, data: Any) -> bytes:

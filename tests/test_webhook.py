@@ -26,6 +26,7 @@ import yaml
 from extproc.inject.webhook import Limits, WebhookServer, serve
 from tests.certs import Pair, issue
 from tests.harness import free_port
+from tests.isolation_cases import ACCEPTED_PARAMS, REFUSAL_PARAMS
 
 SERVICE = "sidegate-webhook.sidegate-system.svc"
 FIXTURES = Path(__file__).parent / "fixtures" / "pods"
@@ -178,6 +179,52 @@ def test_refusals_and_pass_throughs(webhook: dict[str, Any]) -> None:
     update = _review(_pod("deployment-pod"))
     update["request"]["operation"] = "UPDATE"
     status, out = _call(port, ca, body=json.dumps(update).encode())
+    assert status == 200 and out["response"]["allowed"] and "patch" not in out["response"]
+
+
+@pytest.fixture(scope="module")
+def shared_webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One server for the table-driven cases below: each case is one review."""
+    with _running(tmp_path_factory.mktemp("webhook")) as w:
+        yield w
+
+
+@pytest.mark.parametrize(("mutate", "says"), REFUSAL_PARAMS)
+def test_pods_that_reach_the_sidecars_are_not_admitted(
+    shared_webhook: dict[str, Any], mutate: Any, says: tuple[str, ...]
+) -> None:
+    pod = _pod("deployment-pod")
+    mutate(pod["spec"])
+    status, out = _call(shared_webhook["port"], shared_webhook["ca"], body=_review_body(pod))
+    assert status == 200
+    response = out["response"]
+    assert response["allowed"] is False and "patch" not in response
+    assert response["status"]["code"] == 400 and response["status"]["reason"] == "BadRequest"
+    message = response["status"]["message"]
+    assert message.startswith("sidegate: cannot inject pod apps/chat-7c9f8d6b5-*: ")
+    for text in says:
+        assert text in message, message
+
+
+@pytest.mark.parametrize("mutate", ACCEPTED_PARAMS)
+def test_pods_close_to_a_refusal_are_admitted(
+    shared_webhook: dict[str, Any], mutate: Any
+) -> None:
+    pod = _pod("deployment-pod")
+    mutate(pod["spec"])
+    status, out = _call(shared_webhook["port"], shared_webhook["ca"], body=_review_body(pod))
+    assert status == 200 and out["response"]["allowed"] is True, out
+    admitted = copy.deepcopy(pod)
+    admitted["metadata"].pop("managedFields")
+    injected = jsonpatch.apply_patch(
+        admitted, json.loads(base64.b64decode(out["response"]["patch"]))
+    )
+    assert [c["name"] for c in injected["spec"]["initContainers"]][:2] == [
+        "sidegate-extproc",
+        "sidegate-proxy",
+    ]
+    # Our own mounts of our own volumes do not trip the check on reinvocation.
+    status, out = _call(shared_webhook["port"], shared_webhook["ca"], body=_review_body(injected))
     assert status == 200 and out["response"]["allowed"] and "patch" not in out["response"]
 
 

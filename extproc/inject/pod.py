@@ -26,6 +26,7 @@ from .annotations import (
     parse_options,
     show,
 )
+from .isolation import check_isolation
 from .settings import Settings
 from .sidecar import (
     NAMES,
@@ -231,6 +232,8 @@ def inject(pod: Pod, namespace: str, settings: Settings) -> Result:
             skipped="a Job's pod with legacy sidecars would never complete; "
             "use native sidecars (Kubernetes 1.29+)",
         )
+    # After strip(): what an earlier injection added is ours, everything left is the user's.
+    check_isolation(spec, opts, settings)
     warnings: list[str] = []
     sidecars = [
         extproc_container(opts, settings, workload_name(desired, namespace)),

@@ -233,7 +233,11 @@ def volumes(opts: PodOptions, s: Settings) -> list[dict[str, Any]]:
             },
         },
         # Mounted whole (never subPath): the kubelet swaps ..data on rotation.
-        {"name": KEYS_VOLUME, "secret": {"secretName": opts.secret_name, "defaultMode": 0o440}},
+        # World-readable on purpose: the kubelet makes the files root:root (root:fsGroup
+        # with a pod fsGroup), so 0440 would shut out the ext_proc's own uid. What keeps
+        # the keys from the app is that no other container mounts this volume, which the
+        # injector enforces (isolation.py), not the mode.
+        {"name": KEYS_VOLUME, "secret": {"secretName": opts.secret_name, "defaultMode": 0o444}},
     ]
 
 

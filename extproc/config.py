@@ -189,6 +189,8 @@ class CircuitBreakers:
 class Defaults:
     # Anthropic requires max_tokens; OpenAI clients often leave it out.
     anthropic_max_tokens: int = 4096
+    # Output tokens quota admission reserves for a request that sets no max_tokens.
+    reserve_output_tokens: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,9 +565,10 @@ def parse_config(doc: Any) -> GatewayConfig:
     limits = _parse_limits(root.child("limits"))
 
     defaults_r = root.child("defaults")
-    defaults_r.mapping(["anthropic_max_tokens"], optional=True)
+    defaults_r.mapping(["anthropic_max_tokens", "reserve_output_tokens"], optional=True)
     defaults = Defaults(
-        anthropic_max_tokens=defaults_r.child("anthropic_max_tokens").integer(4096, minimum=1)
+        anthropic_max_tokens=defaults_r.child("anthropic_max_tokens").integer(4096, minimum=1),
+        reserve_output_tokens=defaults_r.child("reserve_output_tokens").integer(4096, minimum=0),
     )
 
     timeouts = _parse_timeouts(root.child("timeouts"))

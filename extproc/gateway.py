@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
@@ -40,9 +39,8 @@ class Gateway:
         # Local counters outlive reloads; so does the Redis client while its config stands.
         self.local_counters = MemoryStore()
         self.redis: RedisStore | None = None
+        # Replaced by a reload: each closes itself once its last reservation settles.
         self._retired: list[RedisStore] = []
-        # Reconciliations on their way to Redis, across reloads (tasks need a strong reference).
-        self._pending: set[asyncio.Task[None]] = set()
         self.reload(config)
         self.on_complete(lambda state: self.quotas.settle(state))
 
@@ -72,7 +70,7 @@ class Gateway:
                 config.routes,
                 local=self.local_counters,
                 remote=redis,
-                pending=self._pending,
+                output_default=config.defaults.reserve_output_tokens,
             )
         except TokenizerError as e:
             raise ConfigError("tokenizer", str(e)) from None
@@ -91,8 +89,10 @@ class Gateway:
         config = prepared.config
         old = self.keys
         if self.redis is not None and self.redis is not prepared.redis:
-            # Requests in flight may still reconcile through it; closed on shutdown.
+            # Requests in flight still settle through it; it closes after the last.
+            self._retired = [s for s in self._retired if not s.closed]
             self._retired.append(self.redis)
+            self.redis.retire()
         self.redis = prepared.redis
         self.quotas = prepared.quotas
         self.config = config
@@ -114,8 +114,6 @@ class Gateway:
 
     async def close(self) -> None:
         """Finish reconciliations and close connections to shared state."""
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=5.0)
         for store in [*self._retired, *([self.redis] if self.redis else [])]:
             await store.close()
         self._retired.clear()

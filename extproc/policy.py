@@ -178,7 +178,9 @@ class PolicyStream:
                     # Shielded: a client that leaves mid-admission must not leave a
                     # reservation behind that nothing will settle.
                     reservation = await asyncio.shield(admission)
-                except asyncio.CancelledError:
+                except BaseException:
+                    # Cancelled, or closed at the yield (GeneratorExit) when Envoy
+                    # gives up: whatever admission reserves is given back.
                     quotas.abandoned(admission)
                     raise
 

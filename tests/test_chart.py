@@ -22,6 +22,7 @@ from extproc.config import KeySource, parse_config_text
 from extproc.inject.settings import parse_settings
 from extproc.inject.sidecar import KEYS_DIR
 from extproc.inject.webhook import serve
+from extproc.quota.config import RedisUrl
 from tests.k8s import psa_restricted_problems, validate
 from tests.test_webhook import _call
 
@@ -333,7 +334,7 @@ def test_in_chart_redis_is_what_every_sidecar_shares() -> None:
     assert set(configs) == {NAMESPACE, "team-a"}
     for config in configs.values():
         state = config.quota.state
-        assert state.redis is not None and state.redis.url == f"redis://{host}:{port}/0"
+        assert state.redis is not None and state.redis.url == RedisUrl(f"redis://{host}:{port}/0")
         assert state.on_unavailable.value == "closed"
         assert [q.name for q in config.quota.quotas] == ["team-budget", "user-rpm"]
     redis = _one(docs, "Deployment", "redis")
@@ -354,7 +355,7 @@ def test_external_redis_url_comes_from_the_keys_secret() -> None:
     assert redis.url == KeySource(file=f"{KEYS_DIR}/redis-url")
     assert not [d for d in docs if _component(d) == "redis"]
     plain = _gateway_configs(render({"state": {"redis": {"url": "rediss://cache:6380/1"}}}))
-    assert plain[NAMESPACE].quota.state.redis.url == "rediss://cache:6380/1"  # type: ignore[union-attr]
+    assert plain[NAMESPACE].quota.state.redis.url == RedisUrl("rediss://cache:6380/1")  # type: ignore[union-attr]
 
 
 def test_without_redis_values_sidecars_count_in_memory() -> None:

@@ -80,8 +80,20 @@ BAD = [
     ),
     ({**copy.deepcopy(BASE), "state": {"redis": {}}}, "state.redis.url: required"),
     (
-        {**copy.deepcopy(BASE), "state": {"redis": {"url": "redis://r", "timeout": "2s"}}},
-        "state.redis.timeout: at most 1s, got '2s'",
+        {**copy.deepcopy(BASE), "state": {"redis": {"url": "redis://r", "timeout": "3s"}}},
+        "state.redis.timeout: at most 2s, got '3s'",
+    ),
+    (
+        {**copy.deepcopy(BASE), "state": {"redis": {"url": "unix:///r.sock", "cluster": True}}},
+        "state.redis.cluster: a Redis Cluster is reached over redis:// or rediss://",
+    ),
+    (
+        {**copy.deepcopy(BASE), "state": {"redis": {"url": "redis://r", "cluster": "yes"}}},
+        "state.redis.cluster: expected",
+    ),
+    (
+        {**copy.deepcopy(BASE), "defaults": {"reserve_output_tokens": -1}},
+        "defaults.reserve_output_tokens: expected an integer >= 0",
     ),
     (
         {**copy.deepcopy(BASE), "state": {"on_unavailable": "maybe"}},
@@ -99,3 +111,22 @@ def test_errors_name_the_field(doc: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(doc)
     assert str(e.value).startswith(message), str(e.value)
+
+
+def test_a_redis_url_with_a_password_never_prints() -> None:
+    doc = {
+        **copy.deepcopy(BASE),
+        "state": {"redis": {"url": "redis://:hunter2@10.0.0.1:6380/2", "cluster": True}},
+    }
+    config = parse_config(doc)
+    redis = config.quota.state.redis
+    assert redis is not None and redis.cluster
+    for text in (repr(config), str(config.quota), repr(redis), redis.describe()):
+        assert "hunter2" not in text
+    assert "redis://10.0.0.1:6380/2" in repr(redis)
+
+
+def test_output_reserved_by_default() -> None:
+    assert parse_config(copy.deepcopy(BASE)).defaults.reserve_output_tokens == 4096
+    doc = {**copy.deepcopy(BASE), "defaults": {"reserve_output_tokens": 512}}
+    assert parse_config(doc).defaults.reserve_output_tokens == 512

@@ -10,12 +10,16 @@ from typing import Any
 from extproc.apis import ClientApi
 from extproc.config import parse_config
 from extproc.quota.caller import Caller
-from extproc.quota.config import RedisConfig
+from extproc.quota.config import RedisConfig, RedisUrl
 from extproc.quota.enforcer import QuotaEnforcer, Reservation
 from extproc.quota.store import Bound, Denial, MemoryStore
 from tests.test_config import BASE
 
-BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}
+BODY = {
+    "model": "gpt-4o",
+    "max_tokens": 50,
+    "messages": [{"role": "user", "content": "hello there"}],
+}
 
 
 class SlowStore(MemoryStore):
@@ -25,12 +29,15 @@ class SlowStore(MemoryStore):
 
     def __init__(self) -> None:
         super().__init__()
-        self.config = RedisConfig(url="redis://slow:6379/0", timeout=1.0)
+        self.config = RedisConfig(url=RedisUrl("redis://slow:6379/0"), timeout=1.0)
         self.gate = asyncio.Event()
 
     async def reserve(self, bounds: Sequence[Bound]) -> Denial | None:
         await self.gate.wait()
         return self.reserve_now(bounds)
+
+    def hold(self) -> None:
+        pass
 
 
 def enforcer(remote: Any = None) -> QuotaEnforcer:
@@ -43,7 +50,6 @@ def enforcer(remote: Any = None) -> QuotaEnforcer:
         config.routes,
         local=MemoryStore(),
         remote=remote,
-        pending=set(),
     )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from extproc.config import KeySource
-from extproc.quota.config import RedisConfig
+from extproc.quota.config import RedisConfig, RedisUrl
 from extproc.quota.redis_store import RedisStore, resolve_url
 from extproc.quota.store import UNBOUNDED, Bound, Denial, MemoryStore, Store
 from tests.redisd import RedisServer
@@ -34,7 +34,7 @@ def make_store(
     server: RedisServer = request.getfixturevalue("redis_server")
     server.client().flushall()
     prefix = f"test-{time.monotonic_ns()}:"
-    yield lambda: RedisStore(RedisConfig(url=server.url, key_prefix=prefix))
+    yield lambda: RedisStore(RedisConfig(url=RedisUrl(server.url), key_prefix=prefix))
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -119,7 +119,7 @@ def test_concurrent_reservations_share_one_limit_exactly(redis_server: RedisServ
     redis_server.client().flushall()
 
     async def go() -> int:
-        stores = [RedisStore(RedisConfig(url=redis_server.url, timeout=2.0)) for _ in range(4)]
+        stores = [RedisStore(RedisConfig(url=RedisUrl(redis_server.url), timeout=2.0)) for _ in range(4)]
         b = bound("race", (50, NO, NO), (1, 0, 0))
         results = await asyncio.gather(*(stores[i % 4].reserve([b]) for i in range(200)))
         for s in stores:
@@ -139,7 +139,7 @@ def test_url_from_env_and_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ValueError, match="SG_TEST_REDIS_URL is not set"):
         resolve_url(KeySource(env="SG_TEST_REDIS_URL"))
     # Where the state lives is logged; the password never is.
-    described = RedisConfig(url="redis://:hunter2@10.0.0.1:6380/2").describe()
+    described = RedisConfig(url=RedisUrl("redis://:hunter2@10.0.0.1:6380/2")).describe()
     assert "hunter2" not in described and "10.0.0.1:6380" in described
 
 
@@ -147,7 +147,7 @@ def test_a_burst_beyond_the_pool_waits_for_a_connection(redis_server: RedisServe
     redis_server.client().flushall()
 
     async def go() -> list[Denial | None]:
-        store = RedisStore(RedisConfig(url=redis_server.url, timeout=2.0))
+        store = RedisStore(RedisConfig(url=RedisUrl(redis_server.url), timeout=2.0))
         b = bound("burst", (NO, NO, NO), (1, 1, 0))
         try:
             return await asyncio.gather(*(store.reserve([b]) for _ in range(500)))
@@ -156,3 +156,24 @@ def test_a_burst_beyond_the_pool_waits_for_a_connection(redis_server: RedisServe
 
     assert run(go()) == [None] * 500
     assert int(redis_server.client().hget("sidegate:burst", "r") or 0) == 500
+
+
+def test_a_million_distinct_users_keep_the_local_table_bounded() -> None:
+    """Client-chosen user names must not grow memory: the table stays at its bound."""
+    store = MemoryStore()
+    limit = store.max_counters
+    regular = bound("user=regular", (5, NO, NO), (1, 0, 0), ttl=30 * 86400)
+    assert store.reserve_now([regular]) is None
+    started = time.monotonic()
+    for i in range(1_000_000):
+        store.reserve_now([Bound(f"user=u{i}", 30 * 86400, (5, NO, NO), (1, 0, 0))])
+        if i % 10_000 == 0:
+            store.reserve_now([regular])  # an active caller, in the middle of the flood
+    assert len(store) == limit
+    assert store.evicted == 1_000_000 + 1 - limit
+    # The active caller was never forgotten: its quota still holds.
+    assert store.used("user=regular") == (5, 0, 0)
+    assert store.reserve_now([regular]) == Denial(0, 0, 5)
+    # An evicted caller starts again from zero (what eviction means for enforcement).
+    assert store.used("user=u0") is None
+    assert time.monotonic() - started < 30

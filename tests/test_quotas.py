@@ -58,6 +58,8 @@ def oa(gw: GatewayProcess, **headers: str) -> openai.OpenAI:
 
 
 def hi(client: openai.OpenAI, model: str = "fast", **kw: Any) -> Any:
+    # A small max_tokens: admission reserves it (these quotas are tiny).
+    kw.setdefault("max_tokens", 8)
     return client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "hello there"}], **kw
     )
@@ -121,6 +123,7 @@ def test_tokens_are_estimated_then_reconciled(local_gw: GatewayProcess) -> None:
     stream = client.chat.completions.create(
         model="gpt-4o",
         messages=[{"role": "user", "content": "hello there"}],
+        max_tokens=8,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -148,7 +151,7 @@ def test_budget_in_anthropic_format(local_gw: GatewayProcess) -> None:
 
     def ask() -> Any:
         return client.messages.create(
-            model="claude", max_tokens=64, messages=[{"role": "user", "content": "hello"}]
+            model="claude", max_tokens=4, messages=[{"role": "user", "content": "hello"}]
         )
 
     with pytest.raises(anthropic.RateLimitError) as caught:
@@ -173,7 +176,8 @@ def test_a_request_bigger_than_the_window_says_so(local_gw: GatewayProcess) -> N
     assert "this request alone needs about" in str(caught.value)
     assert "retry-after" not in caught.value.response.headers
     # A prompt past 64 KiB is counted off the event loop, with Envoy told to wait.
-    with pytest.raises(openai.RateLimitError, match=r"needs about 2000[0-9] tokens"):
+    # It needs its 20,000 words and the 4,096 output tokens reserved by default.
+    with pytest.raises(openai.RateLimitError, match=r"needs about 2410[0-9] tokens"):
         client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "word " * 20_000}]
         )

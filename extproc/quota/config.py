@@ -27,7 +27,7 @@ class Dimension(enum.StrEnum):
 
 
 MONTH = -1.0  # a calendar month (UTC) as a window length
-MAX_REDIS_TIMEOUT = 1.0
+MAX_REDIS_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +73,34 @@ class OnUnavailable(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class RedisUrl:
+    """A Redis URL written in the config; it may hold a password, so it never prints."""
+
+    value: str = field(repr=False)
+
+    def describe(self) -> str:
+        parts = urlsplit(self.value)
+        if parts.scheme == "unix":
+            return f"unix://{parts.path}"
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+    def __repr__(self) -> str:
+        return f"RedisUrl({self.describe()!r})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
 class RedisConfig:
-    url: KeySource | str
-    timeout: float = 0.1
+    url: KeySource | RedisUrl
+    timeout: float = 1.0  # a call unanswered this long is a failed call
     key_prefix: str = "sidegate:"
+    cluster: bool = False  # a Redis Cluster: counters in one hash slot, cluster-aware client
 
     def describe(self) -> str:
         """Where the state lives, without credentials."""
-        if isinstance(self.url, str):
-            parts = urlsplit(self.url)
-            return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+        if isinstance(self.url, RedisUrl):
+            return self.url.describe()
         return f"the URL in {self.url.describe()}"
 
 
@@ -182,24 +200,29 @@ def _header_name(r: Reader, default: str) -> str:
 
 
 def _redis(r: Reader, parse_key: Callable[[Reader], KeySource]) -> RedisConfig:
-    r.mapping(["url", "timeout", "key_prefix"])
+    r.mapping(["url", "timeout", "key_prefix", "cluster"])
     url_r = r.child("url")
-    url: KeySource | str
+    url: KeySource | RedisUrl
+    cluster = r.child("cluster").boolean(False)
     if isinstance(url_r.value, str):
-        url = url_r.string()
-        scheme = urlsplit(url).scheme
+        text = url_r.string()
+        scheme = urlsplit(text).scheme
         if scheme not in ("redis", "rediss", "unix"):
+            # Never echo the URL: it may hold a password.
             raise url_r.fail(
                 f"expected a redis://, rediss:// or unix:// URL, got scheme {scheme!r}"
             )
+        if cluster and scheme == "unix":
+            raise r.child("cluster").fail("a Redis Cluster is reached over redis:// or rediss://")
+        url = RedisUrl(text)
     elif url_r.value is None:
         raise url_r.fail("required: a redis:// URL, or {env: NAME} / {file: PATH} holding one")
     else:
         url = parse_key(url_r)
-    timeout = r.child("timeout").duration(0.1)
+    timeout = r.child("timeout").duration(1.0)
     if timeout > MAX_REDIS_TIMEOUT:
-        # Three of these (pool, connect, reply) must fit in the policy stage's
-        # 5 s; a Redis slower than this is better treated as away.
+        # A call (its retry included) plus the wait for a connection must fit
+        # in the policy stage's 5 s; a Redis slower than this is better treated as away.
         raise r.child("timeout").fail(
             f"at most {MAX_REDIS_TIMEOUT:g}s, got {r.child('timeout').value!r}"
         )
@@ -207,6 +230,7 @@ def _redis(r: Reader, parse_key: Callable[[Reader], KeySource]) -> RedisConfig:
         url=url,
         timeout=timeout,
         key_prefix=r.child("key_prefix").string("sidegate:"),
+        cluster=cluster,
     )
 
 

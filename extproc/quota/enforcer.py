@@ -1,16 +1,20 @@
 """Quota admission before a request leaves, and reconciliation when it completes.
 
-Admission counts the prompt's tokens (tiktoken), prices them at the dearest
-candidate of the route, and reserves one request plus those tokens and dollars
-in every quota that applies, atomically. Output tokens are not reserved (most
-requests never reach their ``max_tokens``); the real usage is added when the
-response completes, so a window can be overrun by the output of requests
-already in flight, and the next request then waits for the window to end.
+Admission estimates the prompt's tokens (``estimate``: text with tiktoken,
+media from their size) and adds the most output the request allows (its
+``max_tokens``, or ``defaults.reserve_output_tokens`` when it sets none),
+prices both at the dearest candidate of the route, and reserves one request
+plus those tokens and dollars in every quota that applies, atomically. When
+the response completes, the reservation is corrected to the real usage, so a
+window is overrun only by what in-flight requests use beyond their
+reservation: output past the default for requests that set no limit, and
+input the estimate missed (media given by URL or file id beyond their stated
+maximum).
 
-When Redis does not answer within its timeout, ``state.on_unavailable``
-decides: enforce local counters, refuse, or admit. A failed Redis is not asked
-again for a growing pause (1 s doubling to 30 s), so an outage costs one
-timeout, not one per request.
+When Redis fails, ``state.on_unavailable`` decides: enforce local counters,
+refuse, or admit; the store's circuit stops asking it for a while (one step
+of back-off per failure episode). When every connection to Redis is busy,
+the request is refused with a 503 (load, not an outage: nothing falls back).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .. import tokenizer
 from ..apis import ClientApi
 from ..config import Model, Route
 from ..errors import GatewayError
-from ..estimate import prompt_tokens
+from ..estimate import output_tokens, prompt_tokens
 from ..state import RequestState
 from . import windows
 from .caller import Caller
@@ -44,14 +48,13 @@ log = logging.getLogger(__name__)
 GRACE = 300.0  # a counter outlives its window so late reconciliations still land
 LARGE_BODY = 64 * 1024  # prompts beyond this are counted off the event loop
 CACHED_TEXT = 4096  # characters; longer strings are counted afresh each time
-_PAUSE_MIN, _PAUSE_MAX = 1.0, 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
     store: Store
     keys: tuple[str, ...]
-    tokens: int
+    tokens: int  # input estimate plus output reserved
     micro_usd: int
 
 
@@ -60,6 +63,8 @@ class _RouteInfo:
     quotas: tuple[Quota, ...]
     count: Callable[[str], int] | None  # None when no quota of the route counts tokens
     input_price: float  # USD per million tokens, the dearest candidate's
+    output_price: float
+    context_window: int | None  # the largest candidate's, when every candidate's is known
 
 
 def _micro_usd(tokens: float, price_per_mtok: float) -> int:
@@ -80,15 +85,13 @@ class QuotaEnforcer:
         *,
         local: MemoryStore,
         remote: RedisStore | None,
-        pending: set[asyncio.Task[None]],
+        output_default: int = 4096,
     ) -> None:
         self.config = config
         self.models = models
         self.local = local
         self.remote = remote
-        self._pending = pending
-        self._down_until = 0.0
-        self._pause = _PAUSE_MIN
+        self.output_default = output_default
         self._routes: dict[str, _RouteInfo] = {}
         for name, route in routes.items():
             quotas = tuple(q for q in config.quotas if q.applies_to(name))
@@ -105,6 +108,10 @@ class QuotaEnforcer:
                 quotas=quotas,
                 count=count,
                 input_price=max(m.price.input_per_mtok for m in candidates),
+                output_price=max(m.price.output_per_mtok for m in candidates),
+                context_window=None
+                if any(m.context_window is None for m in candidates)
+                else max(m.context_window or 0 for m in candidates),
             )
 
     def applies(self, route: str) -> bool:
@@ -130,7 +137,13 @@ class QuotaEnforcer:
                 tokens = await asyncio.to_thread(prompt_tokens, api, body, info.count)
             else:
                 tokens = prompt_tokens(api, body, info.count)
-        micro = _micro_usd(tokens, info.input_price)
+            out = output_tokens(api, body, self.output_default)
+            if info.context_window is not None:
+                out = max(0, min(out, info.context_window - tokens))
+            micro = _micro_usd(tokens, info.input_price) + _micro_usd(out, info.output_price)
+            tokens += out
+        else:
+            micro = 0
         now = time.time()
         bounds: list[Bound] = []
         ends: list[float] = []
@@ -155,51 +168,52 @@ class QuotaEnforcer:
             raise _denied(info.quotas[i], bounds[i], denial, caller, ends[i] - now, route)
         if store is None:
             return None
+        if self.remote is not None and store is self.remote:
+            self.remote.hold()  # a retired store stays open until this is settled
         return Reservation(store, tuple(b.key for b in bounds), tokens, micro)
 
     async def _reserve(self, bounds: list[Bound]) -> tuple[Store | None, Denial | None]:
+        from .redis_store import StoreBusy, StoreDown
+
         remote = self.remote
-        if remote is not None and time.monotonic() >= self._down_until:
-            failures: tuple[type[Exception], ...] = (*remote.errors, OSError, TimeoutError)
+        if remote is not None:
             try:
-                # The client has its own timeouts; this bounds the call whatever it does.
-                denial = await asyncio.wait_for(remote.reserve(bounds), remote.config.timeout * 3)
-            except failures as e:
-                self._failed(e)
-            else:
-                if self._down_until:
-                    log.warning("quota state at %s is back", remote.config.describe())
-                    self._down_until, self._pause = 0.0, _PAUSE_MIN
-                return remote, denial
-        if remote is None or self.config.state.on_unavailable is OnUnavailable.LOCAL:
+                return remote, await remote.reserve(bounds)
+            except StoreBusy as e:
+                raise GatewayError(
+                    503,
+                    f"quota state is busy ({e}); try again shortly",
+                    code="quota_state_busy",
+                    retry_after=1,
+                ) from None
+            except StoreDown as e:
+                if e.opened:
+                    self._log_outage(e, remote)
+        mode = self.config.state.on_unavailable
+        if remote is None or mode is OnUnavailable.LOCAL:
             return self.local, self.local.reserve_now(bounds)
-        if self.config.state.on_unavailable is OnUnavailable.OPEN:
+        if mode is OnUnavailable.OPEN:
             return None, None
         raise GatewayError(
             503,
             "quota state is unavailable and this gateway is configured to refuse "
             "requests under quota until it is back (state.on_unavailable: closed)",
             code="quota_state_unavailable",
-            retry_after=math.ceil(max(1.0, self._down_until - time.monotonic())),
+            retry_after=math.ceil(max(1.0, remote.circuit.open_until - time.monotonic())),
         )
 
-    def _failed(self, error: BaseException) -> None:
-        assert self.remote is not None
-        first = not self._down_until
-        self._down_until = time.monotonic() + self._pause
+    def _log_outage(self, error: Exception, remote: RedisStore) -> None:
         log.warning(
-            "quota state at %s failed (%s: %s); %s for %.0fs",
-            self.remote.config.describe(),
-            type(error).__name__,
+            "quota state at %s failed (%s); %s; asking again in %.0fs",
+            remote.config.describe(),
             error,
             {
                 OnUnavailable.LOCAL: "enforcing local counters",
                 OnUnavailable.OPEN: "admitting without quotas",
                 OnUnavailable.CLOSED: "refusing requests under quota",
             }[self.config.state.on_unavailable],
-            self._pause,
+            remote.circuit.pause,
         )
-        self._pause = _PAUSE_MIN if first else min(self._pause * 2, _PAUSE_MAX)
 
     # --- reconciliation ---------------------------------------------------------
 
@@ -211,8 +225,10 @@ class QuotaEnforcer:
         usage = state.usage
         if usage is None:
             if state.status is not None and 200 <= state.status < 300:
-                return  # served, usage unknown: the estimate stands
-            tokens = micro = 0  # nothing was served: give the tokens back
+                # Served, usage unknown: the estimate (output reserved included) stands.
+                tokens, micro = r.tokens, r.micro_usd
+            else:
+                tokens = micro = 0  # nothing was served: give the tokens back
         else:
             tokens = usage.total_tokens
             model = self.models.get(state.model or "")
@@ -235,26 +251,33 @@ class QuotaEnforcer:
         admission.add_done_callback(done)
 
     def _correct(self, r: Reservation, d_tokens: int, d_micro: int) -> None:
-        if not d_tokens and not d_micro:
-            return
         if isinstance(r.store, MemoryStore):
-            r.store.adjust_now(r.keys, d_tokens, d_micro)
+            if d_tokens or d_micro:
+                r.store.adjust_now(r.keys, d_tokens, d_micro)
             return
-        task = asyncio.get_running_loop().create_task(self._adjust(r, d_tokens, d_micro))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        # A remote store sends it now or keeps it until it is back, and counts
+        # what it could never send.
+        remote_store(r.store).correct(r.keys, d_tokens, d_micro)
 
-    async def _adjust(self, r: Reservation, tokens: int, micro: int) -> None:
-        failures: tuple[type[Exception], ...] = (*r.store.errors, OSError, TimeoutError)
-        try:
-            await asyncio.wait_for(r.store.adjust(r.keys, tokens, micro), 5.0)
-        except failures as e:
-            log.warning(
-                "could not reconcile %d tokens with quota state (%s: %s)",
-                tokens,
-                type(e).__name__,
-                e,
-            )
+    @property
+    def reconciliations(self) -> dict[str, int]:
+        """Reconciliations retried after an outage and lost to one (for metrics and tests)."""
+        if self.remote is None:
+            return {"queued": 0, "retried": 0, "lost": 0, "lost_tokens": 0}
+        b = self.remote.backlog
+        return {
+            "queued": len(b),
+            "retried": b.retried,
+            "lost": b.lost,
+            "lost_tokens": b.lost_tokens,
+        }
+
+
+def remote_store(store: object) -> RedisStore:
+    from .redis_store import RedisStore
+
+    assert isinstance(store, RedisStore)
+    return store
 
 
 def _counter(enc: Any) -> Callable[[str], int]:

@@ -10,12 +10,18 @@ one sidecar.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+log = logging.getLogger(__name__)
+
 UNBOUNDED = -1
+# Local counters kept at most: ~200 bytes each, so about 20 MiB when full.
+MAX_COUNTERS = 100_000
 COUNTERS = ("requests", "tokens", "micro_usd")
 
 
@@ -50,16 +56,33 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """Counters in this process: the embedded default, and the fallback when Redis is away."""
+    """Counters in this process: the embedded default, and the fallback when Redis is away.
+
+    The table is bounded. Callers are keyed by values the client chooses (its
+    ``user``), and a monthly counter lives for a month, so without a bound
+    random user names would grow it without end. When it is full, the counter
+    used least recently is forgotten: if that caller comes back within the
+    same window it starts again from zero. Active callers stay; an attacker
+    who invents users gains nothing by it that the invented names did not
+    already give (each is a fresh caller anyway).
+    """
 
     name = "local"
     errors: tuple[type[Exception], ...] = ()
-    _SWEEP_EVERY = 1024
+    _SWEEP_EVERY = 10.0  # seconds between sweeps of ended windows
 
-    def __init__(self) -> None:
-        self._counters: dict[str, list[int]] = {}
+    def __init__(self, max_counters: int = MAX_COUNTERS) -> None:
+        self.max_counters = max_counters
+        # Least recently used first: eviction pops from the front.
+        self._counters: OrderedDict[str, list[int]] = OrderedDict()
         self._expires: dict[str, float] = {}
-        self._ops = 0
+        self._swept = time.monotonic()
+        self.evicted = 0  # counters forgotten while their window was still open
+        self._evicted_logged = 0
+        self._last_log = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._counters)
 
     def _live(self, key: str, now: float) -> list[int] | None:
         expires = self._expires.get(key)
@@ -69,15 +92,32 @@ class MemoryStore:
             del self._expires[key]
             del self._counters[key]
             return None
+        self._counters.move_to_end(key)
         return self._counters[key]
 
     def _sweep(self, now: float) -> None:
-        self._ops += 1
-        if self._ops % self._SWEEP_EVERY:
+        if now - self._swept < self._SWEEP_EVERY:
             return
+        self._swept = now
         for key in [k for k, t in self._expires.items() if t <= now]:
             del self._expires[key]
             del self._counters[key]
+
+    def _insert(self, key: str, used: list[int], expires: float, now: float) -> None:
+        while len(self._counters) >= self.max_counters:
+            old, _ = self._counters.popitem(last=False)
+            if self._expires.pop(old) > now:
+                self.evicted += 1
+        if self.evicted != self._evicted_logged and now - self._last_log >= 60:
+            log.warning(
+                "local quota table full (%d counters): %d counters of open windows "
+                "forgotten so far, least recently used first",
+                self.max_counters,
+                self.evicted,
+            )
+            self._evicted_logged, self._last_log = self.evicted, now
+        self._counters[key] = used
+        self._expires[key] = expires
 
     def reserve_now(self, bounds: Sequence[Bound]) -> Denial | None:
         now = time.monotonic()
@@ -89,8 +129,7 @@ class MemoryStore:
                     return Denial(i, c, used[c])
         for b, used in zip(bounds, current, strict=True):
             if b.key not in self._counters:
-                self._counters[b.key] = used
-                self._expires[b.key] = now + b.ttl
+                self._insert(b.key, used, now + b.ttl, now)
             for c in range(3):
                 used[c] += b.need[c]
         return None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 import yaml
 
 from extproc import __version__
@@ -103,15 +104,33 @@ def _start_running(tmp_path: Path, doc: dict[str, Any]) -> tuple[Running, str]:
     return running, ready.read_text().split()[0]
 
 
+_SPAWNED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_gateway_left_behind() -> Iterator[None]:
+    """A test that fails half-way must not leave its gateway (and Envoy) running."""
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=20)
+        elif proc.stdout is not None:
+            proc.stdout.close()
+
+
 def _spawn(tmp_path: Path, cfg: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     # TMPDIR: the run dir is made here, where the tests can see what is left.
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "extproc.cli", "run", "-c", str(cfg), "--port", str(port), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "TMPDIR": str(tmp_path)},
     )
+    _SPAWNED.append(proc)
+    return proc
 
 
 def _run_dirs(tmp_path: Path) -> list[Path]:
@@ -305,16 +324,24 @@ def test_scripts_run_refuses_when_a_fake_provider_cannot_listen(tmp_path: Path) 
     try:
         held.bind(("127.0.0.1", 18081))
         held.listen()
-    except OSError:
-        pass  # someone else holds it: the script must refuse all the same
+    except OSError as e:
+        held.close()
+        raise AssertionError(f"cannot hold 127.0.0.1:18081 for this test: {e}") from None
+    # Its own session: on a time-out the whole script, fakes and gateway, is ended.
+    script = subprocess.Popen(
+        [str(root / "scripts" / "run")],
+        env={**os.environ, "SIDEGATE_NO_INSTALL": "1", "TMPDIR": str(tmp_path)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
     try:
-        r = subprocess.run(
-            [str(root / "scripts" / "run")],
-            env={**os.environ, "SIDEGATE_NO_INSTALL": "1", "TMPDIR": str(tmp_path)},
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        out, err = script.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(script.pid, signal.SIGKILL)
+        script.communicate()
+        raise AssertionError("scripts/run did not refuse within 60 s") from None
     finally:
         held.close()
+    r = subprocess.CompletedProcess(script.args, script.returncode, out, err)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "the fake openai provider cannot listen on 127.0.0.1:18081" in r.stderr
     assert "sidegate ready" not in r.stderr

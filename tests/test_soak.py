@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from extproc.envoy_bootstrap import EXTPROC_CLUSTER, render_bootstrap
 from extproc.envoy_files import EnvoyFiles
 from extproc.fake_provider import FakeProvider
 from tests.conftest import gateway_doc
+from tests.envoy_stats import envoy_stats
 from tests.harness import GatewayProcess
 
 GRACEFUL = "envoy.reloadable_features.ext_proc_graceful_grpc_close"
@@ -48,18 +49,16 @@ def test_every_bootstrap_asks_envoy_to_close_ext_proc_streams_gracefully(
 ) -> None:
     config = parse_config(gateway_doc(fakes))
     static = render_bootstrap(config, "/run/sidegate/extproc.sock")
-    watched = EnvoyFiles(tmp_path, "/run/sidegate/extproc.sock", admin_port=15000).bootstrap()
+    files = EnvoyFiles(tmp_path, "/run/sidegate/extproc.sock", str(tmp_path / "admin.sock"))
+    watched = files.bootstrap()
     for bootstrap in (static, watched):
         assert _flags(bootstrap).get(GRACEFUL) is True
 
 
 def _extproc_stats(gw: GatewayProcess) -> dict[str, int]:
-    admin = (gw.workdir / "admin").read_text().strip()
     prefix = f"cluster.{EXTPROC_CLUSTER}."
-    with urllib.request.urlopen(f"http://{admin}/stats?filter=^{prefix}", timeout=5) as r:
-        lines = r.read().decode().splitlines()
-    stats = (line.split(": ", 1) for line in lines)
-    return {k[len(prefix) :]: int(v) for k, v in stats if v.isdigit()}
+    stats = envoy_stats(gw, "^" + re.escape(prefix))
+    return {k[len(prefix) :]: v for k, v in stats.items()}
 
 
 FAILOVER = {"x-fake-fault-an": "status=503"}

@@ -257,6 +257,10 @@ def _cmd_fake(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.soak is not None:
+        from .soak import main as soak_main
+
+        return soak_main(args)
     from .bench import main as bench_main
 
     return int(bench_main(args))
@@ -439,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the gateway with quotas counted in memory",
     )
     p.add_argument("--redis-url", help="also measure quotas counted in this Redis")
+    p.add_argument(
+        "--soak", type=_positive, metavar="N", help="instead: the ext_proc's RSS over N requests"
+    )
+    p.add_argument(
+        "--soak-every", type=_positive, default=10000, help="RSS sample interval (--soak)"
+    )
     p.set_defaults(func=_cmd_bench)
     return parser
 

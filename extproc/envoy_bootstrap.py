@@ -548,6 +548,24 @@ def admin_socket_beside(extproc_socket: str) -> str:
     return str(PurePath(extproc_socket).parent / ADMIN_SOCKET)
 
 
+def layered_runtime() -> dict[str, Any]:
+    """Runtime flags sidegate needs, then the admin layer Envoy has by default.
+
+    Graceful close: when a request is done Envoy half-closes its ext_proc
+    streams and waits (1 s at most) for the server's status instead of
+    resetting them. On a reset stream grpc.aio fails the pending read and the
+    final status, and leaks each failed batch's op array (grpc/grpc#43360):
+    about 100 bytes a request that the process never gets back.
+    """
+    flags = {"envoy.reloadable_features.ext_proc_graceful_grpc_close": True}
+    return {
+        "layers": [
+            {"name": "sidegate", "static_layer": flags},
+            {"name": "admin", "admin_layer": {}},
+        ]
+    }
+
+
 def render_bootstrap(
     config: GatewayConfig, socket_path: str, admin_socket: str | None = None
 ) -> dict[str, Any]:
@@ -556,6 +574,7 @@ def render_bootstrap(
         "node": {"id": "sidegate", "cluster": "sidegate"},
         "admin": admin(admin_socket or admin_socket_beside(socket_path)),
         "overload_manager": overload_manager(),
+        "layered_runtime": layered_runtime(),
         "static_resources": {
             "listeners": [app_listener(config)],
             "clusters": [extproc_cluster(socket_path), *provider_clusters(config)],

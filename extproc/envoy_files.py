@@ -26,6 +26,7 @@ from .envoy_bootstrap import (
     admin,
     app_listener,
     extproc_cluster,
+    layered_runtime,
     overload_manager,
     provider_clusters,
     route_config,
@@ -65,6 +66,7 @@ class EnvoyFiles:
             "node": {"id": "sidegate", "cluster": "sidegate"},
             "admin": admin(self.admin_socket),
             "overload_manager": overload_manager(),
+            "layered_runtime": layered_runtime(),
             "static_resources": static,
             "dynamic_resources": {
                 "lds_config": self._source(LISTENERS),

@@ -452,7 +452,7 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         "request_headers_timeout": _secs(t.request_headers),
         "request_timeout": _secs(t.request),
         "max_request_headers_kb": limits.max_request_headers_kb,
-        "common_http_protocol_options": {"idle_timeout": "3600s"},
+        "common_http_protocol_options": {"idle_timeout": _secs(t.connection_idle)},
         "http2_protocol_options": {"max_concurrent_streams": limits.max_streams_per_connection},
         "local_reply_config": local_reply_config(config.limits.max_request_body_bytes),
         "http_filters": [

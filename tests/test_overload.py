@@ -237,6 +237,35 @@ def test_connections_past_the_limit_are_closed(fakes: dict[str, FakeProvider]) -
         gw.stop()
 
 
+def test_silent_connections_are_closed_so_new_ones_are_served(
+    fakes: dict[str, FakeProvider],
+) -> None:
+    # request_headers starts at a request's first byte: a connection that never
+    # sends one was held for Envoy's default idle hour, so a pile of them kept
+    # every connection slot and the gateway refused new clients.
+    doc = gateway_doc(fakes)
+    doc["limits"] = {"max_connections": 20}
+    doc["timeouts"] = {"connection_idle": "1s"}
+    gw = GatewayProcess(doc).start()
+    silent = [_open(gw, b"") for _ in range(20)]
+    try:
+        for s in silent:
+            s.settimeout(15)
+            assert s.recv(1) == b"", "a silent connection got bytes instead of being closed"
+
+        def served() -> bool:
+            try:
+                return httpx.get(f"{gw.base}/v1/models", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait(served, "a new connection to be served with the silent ones still open")
+    finally:
+        for s in silent:
+            s.close()
+        gw.stop()
+
+
 def test_a_processor_outage_is_an_error_in_the_callers_format(
     fakes: dict[str, FakeProvider],
 ) -> None:

@@ -477,11 +477,10 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
     return {
         "name": APP_LISTENER,
         "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
-        # One buffer limit serves both directions of the app connection. The
-        # policy stage buffers the whole request body on it before the route is
-        # known (a route's limit applies too late); and Envoy 1.40 dies (SIGSEGV)
-        # if it crosses a watermark after the provider's response ended while
-        # the provider stage still hands back bytes (README, "Large responses").
+        # Sized for responses: Envoy 1.40 dies (SIGSEGV) if it crosses a
+        # watermark after the provider's response ended while the provider
+        # stage still hands back bytes (README, "Large responses"). Request
+        # bodies have their own, lower bound (the body-limit buffer filter).
         "per_connection_buffer_limit_bytes": max(
             limits.body_buffer_bytes, limits.client_buffer_bytes
         ),

@@ -116,11 +116,16 @@ class Timeouts:
     # Silence allowed on a request, in either direction: between two chunks of
     # a streamed response as the client sees them, or of an uploaded body.
     stream_idle: float = 300.0
-    # A client must send its request headers within this long of connecting
-    # (or of its previous request on a kept-alive connection).
+    # A client must send its request headers within this long of their first
+    # byte (an idle connection before it is bounded by connection_idle).
     request_headers: float = 10.0
     # A client must send its whole request, headers and body, within this long.
     request: float = 60.0
+    # A client connection with no request under way is closed after this long.
+    # request_headers starts at a request's first byte, so this alone bounds a
+    # connection that never sends one: left at Envoy's hour, a pile of them
+    # held every max_connections slot and new connections were refused.
+    connection_idle: float = 60.0
     retry_base: float = 0.25
     retry_max: float = 2.0
     # Retry-After values above this are ignored by Envoy (the back-off applies).
@@ -663,6 +668,7 @@ _TIMEOUT_FIELDS = [
     "stream_idle",
     "request_headers",
     "request",
+    "connection_idle",
     "retry_base",
     "retry_max",
     "retry_after_max",

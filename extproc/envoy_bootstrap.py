@@ -452,7 +452,7 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         "request_headers_timeout": _secs(t.request_headers),
         "request_timeout": _secs(t.request),
         "max_request_headers_kb": limits.max_request_headers_kb,
-        "common_http_protocol_options": {"idle_timeout": "3600s"},
+        "common_http_protocol_options": {"idle_timeout": _secs(t.connection_idle)},
         "http2_protocol_options": {"max_concurrent_streams": limits.max_streams_per_connection},
         "local_reply_config": local_reply_config(config.limits.max_request_body_bytes),
         "http_filters": [
@@ -477,11 +477,10 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
     return {
         "name": APP_LISTENER,
         "address": {"socket_address": {"address": listen.address, "port_value": listen.port}},
-        # One buffer limit serves both directions of the app connection. The
-        # policy stage buffers the whole request body on it before the route is
-        # known (a route's limit applies too late); and Envoy 1.40 dies (SIGSEGV)
-        # if it crosses a watermark after the provider's response ended while
-        # the provider stage still hands back bytes (README, "Large responses").
+        # Sized for responses: Envoy 1.40 dies (SIGSEGV) if it crosses a
+        # watermark after the provider's response ended while the provider
+        # stage still hands back bytes (README, "Large responses"). Request
+        # bodies have their own, lower bound (the body-limit buffer filter).
         "per_connection_buffer_limit_bytes": max(
             limits.body_buffer_bytes, limits.client_buffer_bytes
         ),

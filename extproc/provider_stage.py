@@ -224,6 +224,8 @@ class ProviderStream:
         # Every key sidegate holds now, not only the one this attempt used: a
         # provider can echo any key it ever got from this sidecar.
         self._scrub = Scrubber(k for ring in self.gw.keys.values() for k in ring.values())
+        if self.exchange is not None:
+            self.exchange.scrub_error = self._scrub.scrub
         remove: list[str] = list(ACCOUNT_HEADERS)
         if self.exchange is None:
             resp.response_headers.response.header_mutation.CopyFrom(mutation({}, remove))

@@ -58,6 +58,28 @@ def test_large_bodies_pass_with_the_default_limit(
     assert len(fakes["an"].requests[-1].body) > size
 
 
+def test_a_chunked_body_over_the_processors_cap_is_a_413(
+    big_gateway: GatewayProcess, fakes: dict[str, FakeProvider]
+) -> None:
+    # The app connection's buffer limit is sized for responses (256 MiB): without
+    # a request-side bound Envoy buffered this 70 MiB body whole and sent it to
+    # the ext_proc, whose gRPC cap (64 MiB) refused it: a 503 "retry shortly".
+    body = json.dumps(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 70 * MiB}]}
+    ).encode()
+    sent = len(fakes["oa"].requests)
+    r = httpx.post(
+        big_gateway.base + CHAT,
+        content=_chunked(body, MiB),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 413, r.text
+    err = r.json()["error"]
+    assert err["code"] == "request_too_large" and "max_request_body_bytes" in err["message"]
+    assert len(fakes["oa"].requests) == sent
+
+
 @pytest.fixture(scope="module")
 def small_gateway(fakes: dict[str, FakeProvider]) -> Iterator[GatewayProcess]:
     doc = gateway_doc(fakes)
@@ -67,9 +89,9 @@ def small_gateway(fakes: dict[str, FakeProvider]) -> Iterator[GatewayProcess]:
     gw.stop()
 
 
-def _chunked(body: bytes) -> Iterator[bytes]:
-    for i in range(0, len(body), 65536):
-        yield body[i : i + 65536]
+def _chunked(body: bytes, size: int = 65536) -> Iterator[bytes]:
+    for i in range(0, len(body), size):
+        yield body[i : i + size]
 
 
 @pytest.mark.parametrize("path", [CHAT, MESSAGES])

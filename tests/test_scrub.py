@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import anthropic
 import httpx
@@ -18,6 +21,9 @@ OA_KEY = KEYS["SG_TEST_OA_KEY"]
 AN_KEY = KEYS["SG_TEST_AN_KEY"]
 # A key the fake OpenAI provider refuses: its 401 names it masked, as OpenAI's does.
 WRONG_KEY = "sk-proj-Wr0ngKeyForTheScrubTest9876"
+# The key of a provider whose error page quotes the request's authorization
+# header 282 characters in: where sidegate cuts a quoted non-JSON error short.
+PAGE_KEY = "sk-proj-ErrorPageEchoKey0123456789abcd"
 # The fake writes 7 bytes at a time: every key straddles chunk boundaries.
 ECHO = "echo_key=1,account_headers=1,write_size=7"
 
@@ -73,9 +79,37 @@ def scrub_gateway(fakes: dict[str, FakeProvider]) -> Iterator[GatewayProcess]:
         "keys": [{"env": "SG_TEST_WRONG_KEY"}],
     }
     doc["models"]["wrong-key"] = {"provider": "openai-wrong", "id": "gpt-4o"}
+    env_keys(SG_TEST_PAGE_KEY=PAGE_KEY)
+    page = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingErrorPage)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    doc["providers"]["error-page"] = {
+        "api": "openai",
+        "base_url": f"http://127.0.0.1:{page.server_address[1]}/v1",
+        "keys": [{"env": "SG_TEST_PAGE_KEY"}],
+    }
+    doc["models"]["error-page"] = {"provider": "error-page", "id": "gpt-4o"}
     gw = GatewayProcess(doc).start()
     yield gw
     gw.stop()
+    page.shutdown()
+    page.server_close()
+
+
+class _EchoingErrorPage(BaseHTTPRequestHandler):
+    """A proxy's HTML error page that quotes the request headers."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        body = ("<p>" + "x" * 275 + f"{self.headers.get('authorization')}</p>").encode()
+        self.send_response(400)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.send_header("x-ratelimit-remaining-requests", "99")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def _check(raw: bytes, headers: httpx.Headers, keys: tuple[str, ...] = (OA_KEY, AN_KEY)) -> None:
@@ -135,3 +169,17 @@ def test_openai_401_names_no_part_of_the_key(scrub_gateway: GatewayProcess) -> N
         )
     assert "Incorrect API key provided: *" in err.value.message
     _check(err.value.response.content, err.value.response.headers, keys=(WRONG_KEY,))
+
+
+def test_a_quoted_error_page_is_scrubbed_before_it_is_cut_short(
+    scrub_gateway: GatewayProcess,
+) -> None:
+    # sidegate quotes 300 characters of a non-JSON error body; scrubbing only
+    # its own output let the first part of a key cut there through.
+    with pytest.raises(openai.BadRequestError) as err:
+        _openai(scrub_gateway).chat.completions.create(
+            model="error-page", messages=[{"role": "user", "content": "hi"}]
+        )
+    content = err.value.response.content
+    assert b"Bearer " in content and b"\xe2\x80\xa6" in content  # quoted, and cut
+    _check(content, err.value.response.headers, keys=(PAGE_KEY,))

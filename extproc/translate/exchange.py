@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,10 @@ class Exchange(abc.ABC):
         self._buf = bytearray()
         self._sse = SSEDecoder()
         self._keepalives = 0  # comments sent for the event being held
+        # Applied to a provider's error body before ``error`` quotes it: the
+        # quote is cut short (``error_text``), and a key cut in two there is
+        # past recognising by the time the provider stage scrubs the output.
+        self.scrub_error: Callable[[bytes], bytes] = bytes
 
     # -- request ---------------------------------------------------------------
 
@@ -159,7 +164,7 @@ class Exchange(abc.ABC):
         if self.mode is Mode.ERROR:
             if self.too_large:
                 return self.error(self.status, self._too_large_text("an error body"))
-            return self.error(self.status, body)
+            return self.error(self.status, self.scrub_error(body))
         if self.passthrough_json:
             # The body already went out as it came; only usage is read from it.
             parsed = _usage_holder(body) if self.too_large else _loads(body)

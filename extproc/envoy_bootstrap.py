@@ -64,11 +64,13 @@ def _is_ip(host: str) -> bool:
 def message_timeout(limits: Limits) -> float:
     """How long Envoy waits for each processor reply.
 
-    A stage parses (and the provider stage translates) the whole body within
-    one reply, so the wait grows with the largest body allowed: 0.5 s plus 1 s
-    per 16 MiB. A fixed 0.5 s turned a 15 MiB request into a 504.
+    A stage parses (and the provider stage translates) a whole body within
+    one reply: the request, or a response event or JSON body it holds up to
+    ``max_response_bytes``. So the wait grows with the larger of the two:
+    0.5 s plus 1 s per 16 MiB. A fixed 0.5 s turned a 15 MiB request into a 504.
     """
-    return 0.5 + limits.max_request_body_bytes / (16 * 1024 * 1024)
+    largest = max(limits.max_request_body_bytes, limits.max_response_bytes)
+    return 0.5 + largest / (16 * 1024 * 1024)
 
 
 def _extproc(stage: str, mode: dict[str, str], limits: Limits, **extra: Any) -> dict[str, Any]:

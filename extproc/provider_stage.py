@@ -112,6 +112,10 @@ class ProviderStream:
         if not self._headers_out:
             return [error_response(err, style)]
         self._finish_attempt()
+        if self.state is not None:
+            # The provider's 2xx went out, but the client got an error after it:
+            # what the request completes with (quotas, logs) is that error.
+            self.state.status = err.status
         if self.exchange is not None and self.exchange.mode is Mode.STREAM:
             body = render_stream_event(err, style)
         elif not self._body_out:

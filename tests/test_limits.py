@@ -18,7 +18,7 @@ from extproc.config import (
     ConfigError,
     parse_config,
 )
-from extproc.envoy_bootstrap import extproc_cluster, render_bootstrap
+from extproc.envoy_bootstrap import extproc_cluster, message_timeout, render_bootstrap
 from extproc.fake_provider import FakeProvider
 from extproc.server import MAX_MESSAGE
 from tests.conftest import gateway_doc
@@ -224,3 +224,11 @@ def test_limit_fields_are_validated(section: str, value: dict[str, Any], error: 
     with pytest.raises(ConfigError) as e:
         parse_config(_doc(**{section: value}))
     assert error in str(e.value)
+
+
+def test_the_wait_for_a_processor_reply_follows_the_largest_body_it_handles() -> None:
+    small = parse_config(_doc())
+    big_response = parse_config(_doc(limits={"max_response_bytes": 128 * MiB}))
+    # A 128 MiB event is translated within one reply: Envoy must wait for it.
+    assert message_timeout(big_response.limits) >= 0.5 + 128 / 16
+    assert message_timeout(big_response.limits) > message_timeout(small.limits)

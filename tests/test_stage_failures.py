@@ -193,6 +193,7 @@ def test_stream_failure_ends_with_an_openai_error_event(
     handler.reply = ("text/event-stream", [_START, _BLOCK, _delta("Hel"), _DEEP_DELTA, *_TAIL])
     client = openai.OpenAI(base_url=f"{gw.base}/v1", api_key="x", max_retries=0, timeout=10)
     seen: list[str] = []
+    done = len(gw.completed) + 1
     with caplog.at_level(logging.ERROR, logger="extproc.server"):
         stream = client.chat.completions.create(
             model="an", messages=[{"role": "user", "content": "hi"}], stream=True
@@ -205,6 +206,8 @@ def test_stream_failure_ends_with_an_openai_error_event(
     assert seen in ([], ["Hel"])
     assert "sidegate failed to process this request" in info.value.message
     assert len(_failures(caplog)) == 1
+    # The provider's 200 went out first, but the request completes as the error it became.
+    assert gw.wait_completed(done)[done - 1].status == 500
 
 
 def test_stream_failure_ends_with_an_anthropic_error_event(

@@ -142,6 +142,14 @@ class PolicyStream:
         if len(msg.body) > limit:
             # Chunked uploads have no content-length to refuse them by earlier.
             raise _too_large(len(msg.body), limit)
+        if self.gw.requests.full:
+            # Checked before admission reserves anything: nothing to undo.
+            raise GatewayError(
+                503,
+                f"sidegate is serving {self.gw.requests.capacity} requests; retry shortly",
+                code="overloaded",
+                retry_after=1,
+            )
         body, raw = validation.parse(msg.body)
         validation.check(ep.api, body)
         model = body["model"]

@@ -44,11 +44,22 @@ class RequestState:
     usage: Usage | None = None
 
 
-class RequestTable:
-    """Requests in flight, by id."""
+# Requests in flight one ext_proc keeps state for. Each holds at least one of
+# Envoy's streams to the ext_proc, whose cluster allows 100,000: this bound is
+# reached only if streams are never closed, and then sheds instead of growing.
+MAX_IN_FLIGHT = 100_000
 
-    def __init__(self) -> None:
+
+class RequestTable:
+    """Requests in flight, by id, at most ``capacity`` of them."""
+
+    def __init__(self, capacity: int = MAX_IN_FLIGHT) -> None:
         self._items: dict[str, RequestState] = {}
+        self.capacity = capacity
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.capacity
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._items

@@ -379,13 +379,34 @@ def test_a_review_over_the_inflight_bound_gets_429_with_retry_after(tmp_path: Pa
 def test_a_queued_review_is_served_when_a_slot_frees_in_time(tmp_path: Path) -> None:
     with _running(tmp_path, Limits(max_inflight=1, queue_wait=5)) as w:
         server = w["server"]
-        assert server.inflight.acquire(timeout=5)
-        timer = threading.Timer(0.5, server.inflight.release)
-        timer.start()
+        slots = server.inflight
+        queued = threading.Event()
+
+        class Watched:
+            """The server's semaphore, telling the test when a review has to wait."""
+
+            def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+                if slots.acquire(blocking=False):
+                    return True
+                queued.set()
+                return bool(slots.acquire(blocking, timeout))
+
+            def release(self) -> None:
+                slots.release()
+
+        server.inflight = Watched()
+        assert slots.acquire(timeout=5)  # the only slot is busy
+        result: list[tuple[int, Any]] = []
+        caller = threading.Thread(
+            target=lambda: result.append(_call(w["port"], w["ca"], body=_review_body(uid="queued")))
+        )
+        caller.start()
         try:
-            status, out = _call(w["port"], w["ca"], body=_review_body(uid="queued"))
+            assert queued.wait(10), "the review never waited for the busy slot"
         finally:
-            timer.join()
+            slots.release()
+            caller.join(15)
+        ((status, out),) = result
         assert status == 200 and out["response"]["uid"] == "queued"
 
 

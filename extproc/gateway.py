@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
+from .message_count import MessageCounts
 from .quota.enforcer import QuotaEnforcer
 from .quota.store import MemoryStore
 from .routing import RoutePlan, plan_routes
@@ -33,6 +34,8 @@ class Prepared:
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.requests = RequestTable()
+        # Outlive reloads: the bench and the tests read them across a run.
+        self.messages = MessageCounts()
         self._ids = itertools.count(1)
         self._listeners: list[Callable[[RequestState], None]] = []
         self._id_prefix = f"sg-{os.getpid():x}-{int(time.time()):x}-"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import pipeline
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
 from .message_count import MessageCounts
@@ -37,7 +38,6 @@ class Gateway:
         # Outlive reloads: the bench and the tests read them across a run.
         self.messages = MessageCounts()
         self._ids = itertools.count(1)
-        self._listeners: list[Callable[[RequestState], None]] = []
         self._id_prefix = f"sg-{os.getpid():x}-{int(time.time()):x}-"
         self.keys: dict[str, KeyRing] = {}
         # Local counters outlive reloads; so does the Redis client while its config stands.
@@ -47,7 +47,7 @@ class Gateway:
         # Reconciliations on their way to Redis, across reloads (tasks need a strong reference).
         self._pending: set[asyncio.Task[None]] = set()
         self.reload(config)
-        self.on_complete(lambda state: self.quotas.settle(state))
+        self.requests.listeners.extend(pipeline.completion_listeners(self))
 
     def prepare(self, config: GatewayConfig) -> Prepared:
         """Everything ``config`` needs that can fail, built without serving it yet.
@@ -124,20 +124,8 @@ class Gateway:
         self._retired.clear()
 
     def on_complete(self, listener: Callable[[RequestState], None]) -> None:
-        """Call ``listener`` with each request's final state (budgets, audit, tests)."""
-        self._listeners.append(listener)
-
-    def attach(self, state: RequestState) -> None:
-        state.holders += 1
-
-    def release(self, state: RequestState) -> None:
-        """A stage is done with ``state``; the last one out completes the request."""
-        state.holders -= 1
-        if state.holders > 0:
-            return
-        self.requests.pop(state.id)
-        for listener in self._listeners:
-            listener(state)
+        """Call ``listener`` with each request's final state, after the pipeline's own."""
+        self.requests.listeners.append(listener)
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids)}"

@@ -131,7 +131,7 @@ class ProviderStream:
             # The policy stage did not see this request: never forward it unprocessed.
             return _internal("a request reached a provider without passing the policy stage")
         self.state = state
-        self.gw.attach(state)
+        self.gw.requests.attach(state)
         state.attempts += 1
         model = model_for_attempt(
             state.plan, self.gw.config.models, self.provider.name, _attempt(req)
@@ -282,7 +282,7 @@ class ProviderStream:
         # before the provider's last chunk: keep what the attempt did see.
         if self.exchange is not None and self.exchange.status:
             self._finish_attempt()
-        self.gw.release(self.state)
+        self.gw.requests.release(self.state)
 
     def _finish_attempt(self) -> None:
         state, exchange = self.state, self.exchange

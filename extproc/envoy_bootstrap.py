@@ -123,8 +123,10 @@ def _provider_filter(provider: Provider, limits: Limits) -> dict[str, Any]:
         "typed_config": _extproc(
             f"provider:{provider.name}",
             {
+                # The request is replaced whole from the headers reply
+                # (CONTINUE_AND_REPLACE): the body is never sent to Python.
                 "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
+                "request_body_mode": "NONE",
                 "response_header_mode": "SEND",
                 "response_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_trailer_mode": "SEND",  # required with FULL_DUPLEX_STREAMED
@@ -257,6 +259,15 @@ def _provider_cluster(provider: Provider, config: GatewayConfig) -> dict[str, An
         "common_http_protocol_options": {"idle_timeout": "60s"},
         "http_filters": [
             _provider_filter(provider, config.limits),
+            # Puts back the content-length CONTINUE_AND_REPLACE removes (else
+            # the request goes chunked, which some providers refuse).
+            {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {
+                    _T: f"{_API}.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": config.limits.body_buffer_bytes,
+                },
+            },
             {
                 "name": "envoy.filters.http.upstream_codec",
                 "typed_config": {

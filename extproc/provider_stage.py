@@ -87,8 +87,6 @@ class ProviderStream:
             return [self.on_response_headers(req.response_headers)]
         if which == "request_headers":
             return [self.on_request_headers(req)]
-        if which == "request_body":
-            return [self.on_request_body()]
         if which == "response_trailers":
             return self.on_response_trailers()
         log.warning("provider stage: unexpected %s message", which)
@@ -156,9 +154,7 @@ class ProviderStream:
                 defaults=self.gw.config.defaults,
             )
         )
-        resp = pb.ProcessingResponse()
-        resp.request_headers.SetInParent()
-        return resp
+        return self._replace_request(state, self.exchange)
 
     def _auth_headers(self, state: RequestState) -> dict[str, str]:
         ring = self.gw.keys.get(self.provider.name)
@@ -174,10 +170,15 @@ class ProviderStream:
             }
         return {"authorization": f"Bearer {key}"}
 
-    def on_request_body(self) -> pb.ProcessingResponse:
-        state, exchange = self.state, self.exchange
-        if state is None or exchange is None:
-            return _internal("a request body arrived before its headers")
+    def _replace_request(self, state: RequestState, exchange: Exchange) -> pb.ProcessingResponse:
+        """This attempt's request, whole, in the reply to its headers (one message an attempt).
+
+        CONTINUE_AND_REPLACE: Envoy drops the body it holds (the client's, or
+        its replay on a retry) and sends ours; the body comes from the request
+        table, parsed once by the policy stage. Envoy removes content-length
+        with the replacement; the upstream buffer filter after this stage sets
+        it again (envoy_bootstrap).
+        """
         style = state.api.error_style
         try:
             outbound = exchange.request()
@@ -195,7 +196,6 @@ class ProviderStream:
         set_headers = {
             ":path": outbound.path,
             "content-type": "application/json",
-            "content-length": str(len(outbound.body)),
             # Compressed bodies could not be translated chunk by chunk.
             "accept-encoding": "identity",
             **auth,
@@ -210,7 +210,8 @@ class ProviderStream:
         else:
             remove.extend(ANTHROPIC_CLIENT_HEADERS)
         resp = pb.ProcessingResponse()
-        common = resp.request_body.response
+        common = resp.request_headers.response
+        common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
         common.header_mutation.CopyFrom(mutation(set_headers, remove))
         common.body_mutation.body = outbound.body
         return resp

@@ -65,6 +65,16 @@ def test_invariants() -> None:
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]
         chain = [f["name"] for f in opts["http_filters"]]
-        assert chain == ["envoy.filters.http.ext_proc", "envoy.filters.http.upstream_codec"]
+        # The provider stage, then the buffer that restores the content-length
+        # its CONTINUE_AND_REPLACE drops, sized to the request body bound.
+        assert chain == [
+            "envoy.filters.http.ext_proc",
+            "envoy.filters.http.buffer",
+            "envoy.filters.http.upstream_codec",
+        ]
+        stage = opts["http_filters"][0]["typed_config"]["processing_mode"]
+        assert stage["request_header_mode"] == "SEND" and stage["request_body_mode"] == "NONE"
+        buffer = opts["http_filters"][1]["typed_config"]["max_request_bytes"]
+        assert buffer == config.limits.body_buffer_bytes
         tls = cluster["transport_socket"]["typed_config"]
         assert tls["sni"] and tls["common_tls_context"]["validation_context"]["trusted_ca"]

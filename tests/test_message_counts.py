@@ -59,7 +59,7 @@ SHAPES = [
 ]
 
 POLICY = {"request_headers": 1, "request_body": 1}
-PROVIDER_REQUEST = {"request_headers": 1, "request_body": 1}
+PROVIDER_REQUEST = {"request_headers": 1}
 # The record, per stage and message kind; quotas add none. Streams: the
 # provider's response_body count is one per paced event plus the end of the
 # stream (see the module docstring).
@@ -148,11 +148,12 @@ def test_messages_per_request(
     got = _measure(quota_gateway if quotas else gateway, shape)
     expected: dict[str, Any] = {"streams": STREAMS, **EXPECTED[shape.id]}
     if shape.stream:
-        # The provider's last event and the end of its chunked body may reach
-        # Envoy in one read: then the end rides on the last event's message.
+        # Paced events reach Envoy one read each, but a loaded box may still
+        # join two (or the last one and the end of the body): never more
+        # messages than events + 1, and more than one (the stream was not held).
         chunks = got.get("provider", {}).get("response_body", 0)
         want = expected["provider"]["response_body"]
-        assert chunks in (want - 1, want), f"{chunks} response_body messages, expected {want}"
+        assert 2 <= chunks <= want, f"{chunks} response_body messages, expected {want}"
         got["provider"]["response_body"] = want
     assert got == expected
 

@@ -143,9 +143,17 @@ def _measure(gw: GatewayProcess, shape: Shape) -> dict[str, Any]:
 @pytest.mark.parametrize("quotas", [False, True], ids=["no_quotas", "quotas"])
 @pytest.mark.parametrize("shape", SHAPES, ids=[s.id for s in SHAPES])
 def test_messages_per_request(
-    shape: Shape, quotas: bool, gateway: GatewayProcess, quota_gateway: GatewayProcess
+    shape: Shape,
+    quotas: bool,
+    gateway: GatewayProcess,
+    quota_gateway: GatewayProcess,
+    fakes: dict[str, FakeProvider],
 ) -> None:
     got = _measure(quota_gateway if quotas else gateway, shape)
+    # The request replaced from its headers reply still goes out with its length.
+    sent = fakes[shape.fault].requests[-1]
+    assert sent.headers.get("content-length") == str(len(sent.body)), sent.headers
+    assert "transfer-encoding" not in sent.headers
     expected: dict[str, Any] = {"streams": STREAMS, **EXPECTED[shape.id]}
     if shape.stream:
         # Paced events reach Envoy one read each, but a loaded box may still

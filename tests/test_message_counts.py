@@ -66,7 +66,7 @@ PROVIDER_REQUEST = {"request_headers": 1}
 EXPECTED: dict[str, dict[str, dict[str, int]]] = {
     "openai_passthrough": {
         "policy": POLICY,
-        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 1},
     },
     "openai_passthrough_stream": {
         "policy": POLICY,
@@ -74,7 +74,7 @@ EXPECTED: dict[str, dict[str, dict[str, int]]] = {
     },
     "openai_to_anthropic": {
         "policy": POLICY,
-        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 1},
     },
     "openai_to_anthropic_stream": {
         "policy": POLICY,
@@ -82,7 +82,7 @@ EXPECTED: dict[str, dict[str, dict[str, int]]] = {
     },
     "anthropic": {
         "policy": POLICY,
-        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 1},
     },
     "anthropic_stream": {
         "policy": POLICY,

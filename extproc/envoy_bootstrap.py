@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import forwarding
+from . import forwarding, model_list
 from .config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
 from .envoy_local_reply import local_reply_config
 from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT
@@ -219,6 +219,44 @@ def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
             },
         },
     }
+
+
+_EXTPROC_PER_ROUTE = f"{_API}.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+
+
+def _direct(name: str, path: str, body: bytes) -> dict[str, Any]:
+    """A GET Envoy answers itself: no message to the ext_proc (the policy filter is off).
+
+    Other methods on the path, and paths not listed (an unknown model's card),
+    fall through to the policy stage, which answers them (405, 404).
+    """
+    return {
+        "name": name,
+        "match": {
+            "path": path,
+            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        "direct_response": {"status": 200, "body": {"inline_string": body.decode()}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "typed_per_filter_config": {
+            "envoy.filters.http.ext_proc": {_T: _EXTPROC_PER_ROUTE, "disabled": True}
+        },
+    }
+
+
+def model_routes(config: GatewayConfig) -> list[dict[str, Any]]:
+    """GET /v1/models and each model's card (under /v1 and /openai/v1), as direct responses."""
+    listing = model_list.list_body(config)
+    routes = [_direct("models", path, listing) for path in model_list.LIST_PATHS]
+    for name, card in model_list.cards(config).items():
+        body = model_list.card_body(card)
+        routes += [_direct("model", f"{path}/{name}", body) for path in model_list.LIST_PATHS]
+    return routes
 
 
 def _catch_all(config: GatewayConfig) -> dict[str, Any]:
@@ -424,7 +462,9 @@ ROUTE_CONFIG = "sidegate"
 
 def route_config(config: GatewayConfig) -> dict[str, Any]:
     plans = plan_routes(config)
-    routes = [_route(p, config) for p in plans.values()] + [_catch_all(config)]
+    routes = (
+        model_routes(config) + [_route(p, config) for p in plans.values()] + [_catch_all(config)]
+    )
     return {
         "name": ROUTE_CONFIG,
         "virtual_hosts": [{"name": "sidegate", "domains": ["*"], "routes": routes}],

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import pipeline
+from . import model_list, pipeline
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
 from .message_count import MessageCounts
@@ -106,14 +105,8 @@ class Gateway:
             else KeyRing(p)
             for name, p in config.providers.items()
         }
-        created = int(time.time())
-        self.model_cards = {
-            name: {"id": name, "object": "model", "created": created, "owned_by": "sidegate"}
-            for name in sorted(config.routes)
-        }
-        self.models_body = json.dumps(
-            {"object": "list", "data": list(self.model_cards.values())}
-        ).encode()
+        self.model_cards = model_list.cards(config)
+        self.models_body = model_list.list_body(config)
 
     async def close(self) -> None:
         """Finish reconciliations and close connections to shared state."""

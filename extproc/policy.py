@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from . import forwarding, validation
+from . import forwarding, model_list, validation
 from .apis import ErrorStyle
 from .config import ForwardHeaders
 from .endpoints import Endpoint, Kind, classify, style_for_path
@@ -117,7 +116,7 @@ class PolicyStream:
             card = self.gw.model_cards.get(ep.model_id or "")
             if card is None:
                 raise _unknown_model(ep.model_id or "", self.gw)
-            return immediate(200, json.dumps(card).encode(), "sidegate_models")
+            return immediate(200, model_list.card_body(card), "sidegate_models")
         content_type = h.get("content-type", "")
         if content_type.split(";", 1)[0].strip().lower() != "application/json":
             raise GatewayError(

@@ -46,7 +46,16 @@ def test_invariants() -> None:
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.router",
     ]
+    # Only the model list and cards skip the policy stage: GETs Envoy answers itself.
+    direct = [r for r in routes[:-1] if "direct_response" in r]
+    assert {r["name"] for r in direct} == {"models", "model"}
+    for r in direct:
+        assert r["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
+        assert r["match"]["path"].startswith(("/v1/models", "/openai/v1/models"))
+        assert r["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
     for r in routes[:-1]:
+        if r in direct:
+            continue
         assert r["route"]["timeout"] == "0s"  # a long stream is never cut by a total deadline
         retry = r["route"]["retry_policy"]
         assert 429 in retry["retriable_status_codes"] and retry["refresh_cluster_on_retry"]

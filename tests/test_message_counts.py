@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -90,8 +91,8 @@ EXPECTED: dict[str, dict[str, dict[str, int]]] = {
     },
 }
 STREAMS = {"policy": 1, "provider": 1}
-# GET /v1/models and GET /v1/models/{id}, together.
-LIST_AND_GET_MODELS: dict[str, Any] = {"streams": {"policy": 2}, "policy": {"request_headers": 2}}
+# GET /v1/models and GET /v1/models/{id}: Envoy answers them (direct responses).
+LIST_AND_GET_MODELS: dict[str, Any] = {}
 
 
 def _delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, Any]:
@@ -169,7 +170,20 @@ def test_messages_per_request(
 def test_list_models_messages(gateway: GatewayProcess) -> None:
     before = gateway.gateway.messages.snapshot()
     with openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="app", max_retries=0) as oc:
-        assert {m.id for m in oc.models.list()} >= {"fast", "smart", "claude"}
-        assert oc.models.retrieve("fast").id == "fast"
+        assert [m.id for m in oc.models.list()] == sorted(gateway.config.routes)
+        card = oc.models.retrieve("fast")
+        assert (card.id, card.object, card.owned_by) == ("fast", "model", "sidegate")
+    with httpx.Client(base_url=gateway.base) as hc:
+        listed = hc.get("/openai/v1/models?limit=5")
+        assert listed.headers["content-type"] == "application/json"
+        assert listed.json()["data"][0]["object"] == "model"
     got = _delta(before, gateway.gateway.messages.snapshot())
     assert got == LIST_AND_GET_MODELS
+
+
+def test_what_envoy_does_not_answer_still_reaches_the_policy_stage(gateway: GatewayProcess) -> None:
+    with httpx.Client(base_url=gateway.base) as hc:
+        unknown = hc.get("/v1/models/nope")
+        posted = hc.post("/v1/models", json={})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    assert posted.status_code == 405 and posted.json()["error"]["code"] == "method_not_allowed"

@@ -127,16 +127,11 @@ def _provider_filter(provider: Provider, limits: Limits) -> dict[str, Any]:
                 # (CONTINUE_AND_REPLACE): the body is never sent to Python.
                 "request_header_mode": "SEND",
                 "request_body_mode": "NONE",
-                # A non-streamed response whole, in one message; streams are
-                # switched to FULL_DUPLEX_STREAMED per request from the
-                # headers reply (an override Envoy ignores on a filter
-                # configured FULL_DUPLEX_STREAMED).
                 "response_header_mode": "SEND",
-                "response_body_mode": "BUFFERED",
-                "response_trailer_mode": "SKIP",
+                "response_body_mode": "FULL_DUPLEX_STREAMED",
+                "response_trailer_mode": "SEND",  # required with FULL_DUPLEX_STREAMED
             },
             limits,
-            allow_mode_override=True,
             request_attributes=["upstream.request_attempt_count"],
             mutation_rules={"disallow_is_error": True},
             forward_rules={

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from .apis import ClientApi, ErrorStyle
+from .apis import ErrorStyle
 from .config import Provider, ProviderApi
 from .errors import GatewayError, internal, render, render_stream_event
 from .gateway import Gateway
@@ -65,9 +64,6 @@ class ProviderStream:
         self._headers_out = False  # the response status went to the client
         self._body_out = False  # and some of its body
         self._scrub = Scrubber(())
-        # The response comes chunk by chunk (full duplex: streams, embeddings)
-        # or whole in one message (BUFFERED, the filter's configured mode).
-        self._duplex = False
 
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
@@ -77,7 +73,7 @@ class ProviderStream:
         out = self._dispatch(req, which)
         if which == "response_headers":
             self._headers_out = True
-        elif which == "response_body" and out and self._duplex:
+        elif which == "response_body" and out:
             sent = out[0].response_body.response.body_mutation.streamed_response.body
             self._body_out |= bool(sent)
         return out
@@ -111,9 +107,7 @@ class ProviderStream:
         self._failed = True
         style = self.state.api.error_style if self.state is not None else ErrorStyle.OPENAI
         err = internal(self.request_id)
-        if not self._headers_out or not self._duplex:
-            # BUFFERED holds the response headers until the body's reply: a
-            # local reply still replaces the whole response.
+        if not self._headers_out:
             return [error_response(err, style)]
         self._finish_attempt()
         if self.exchange is not None and self.exchange.mode is Mode.STREAM:
@@ -160,30 +154,7 @@ class ProviderStream:
                 defaults=self.gw.config.defaults,
             )
         )
-        resp = self._replace_request(state, self.exchange)
-        if resp.HasField("request_headers"):
-            self._choose_response_mode(state, resp)
-        return resp
-
-    def _choose_response_mode(self, state: RequestState, resp: pb.ProcessingResponse) -> None:
-        """Chunk by chunk for a stream, whole otherwise (one message, not one per read).
-
-        The filter is configured BUFFERED and overridden per request: Envoy
-        ignores overrides of a filter configured FULL_DUPLEX_STREAMED. An
-        embeddings response may run far past what one message should carry
-        (thousands of vectors): it keeps the full-duplex path too.
-        """
-        if not (state.stream or state.api is ClientApi.OPENAI_EMBEDDINGS):
-            return
-        self._duplex = True
-        mode = resp.mode_override
-        # An override replaces the whole mode, both directions: every field stated.
-        mode.request_header_mode = ProcessingMode.SEND
-        mode.request_body_mode = ProcessingMode.NONE
-        mode.request_trailer_mode = ProcessingMode.SKIP
-        mode.response_header_mode = ProcessingMode.SEND
-        mode.response_body_mode = ProcessingMode.FULL_DUPLEX_STREAMED
-        mode.response_trailer_mode = ProcessingMode.SEND  # required with FULL_DUPLEX_STREAMED
+        return self._replace_request(state, self.exchange)
 
     def _auth_headers(self, state: RequestState) -> dict[str, str]:
         ring = self.gw.keys.get(self.provider.name)
@@ -283,8 +254,6 @@ class ProviderStream:
         return resp
 
     def on_response_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
-        if not self._duplex:
-            return [self._whole_body(msg.body)]
         eos = msg.end_of_stream
         out = msg.body if self.exchange is None else self.exchange.feed(msg.body)
         if eos and self.exchange is not None:
@@ -296,16 +265,6 @@ class ProviderStream:
         if not out and not eos:
             return []  # full duplex: nothing to send yet
         return _streamed(out, eos)
-
-    def _whole_body(self, body: bytes) -> pb.ProcessingResponse:
-        """The reply to a BUFFERED response body: all of it, rewritten, in one message."""
-        if self.exchange is not None:
-            body = self.exchange.feed(body) + self.exchange.finish()
-            self._finish_attempt()
-        body = self._scrub.feed(body) + self._scrub.flush()
-        resp = pb.ProcessingResponse()
-        resp.response_body.response.body_mutation.body = body
-        return resp
 
     def on_response_trailers(self) -> list[pb.ProcessingResponse]:
         tail = b""

@@ -248,19 +248,12 @@ class Stages:
         headers: Mapping[str, str],
         chunks: Iterable[bytes],
     ) -> ClientResponse:
-        """Feed the provider's response through the stage: chunk by chunk when the stage
-        chose full duplex (streams), else whole (BUFFERED), as Envoy does."""
+        """Feed the provider's response through the stage, chunk by chunk (full duplex)."""
         chunks = list(chunks)
         h = {":status": str(status), **headers}
         [resp] = stream.handle(response_headers(h, end_of_stream=not chunks))
         apply_mutation(h, resp.response_headers.response.header_mutation)
         client = ClientResponse(h)
-        if not stream._duplex and chunks:
-            # BUFFERED: Envoy sends the whole body in one message, answered whole.
-            [out] = stream.handle(response_body(b"".join(chunks), end_of_stream=True))
-            client.chunks.append(out.response_body.response.body_mutation.body)
-            client.ended = True
-            return client
         for i, chunk in enumerate(chunks):
             for out in stream.handle(response_body(chunk, end_of_stream=i == len(chunks) - 1)):
                 streamed = out.response_body.response.body_mutation.streamed_response

@@ -67,7 +67,7 @@ PROVIDER_REQUEST = {"request_headers": 1}
 EXPECTED: dict[str, dict[str, dict[str, int]]] = {
     "openai_passthrough": {
         "policy": POLICY,
-        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 1},
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
     },
     "openai_passthrough_stream": {
         "policy": POLICY,
@@ -75,7 +75,7 @@ EXPECTED: dict[str, dict[str, dict[str, int]]] = {
     },
     "openai_to_anthropic": {
         "policy": POLICY,
-        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 1},
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
     },
     "openai_to_anthropic_stream": {
         "policy": POLICY,
@@ -83,7 +83,7 @@ EXPECTED: dict[str, dict[str, dict[str, int]]] = {
     },
     "anthropic": {
         "policy": POLICY,
-        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 1},
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
     },
     "anthropic_stream": {
         "policy": POLICY,

@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
-from . import forwarding, model_list
+from . import forwarding, model_list, pipeline
 from .config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
 from .envoy_local_reply import local_reply_config
-from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT
+from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT, PolicyStream
+from .provider_stage import ProviderStream
 from .quota.config import Identity
 from .routing import RoutePlan, plan_routes
 from .server import STAGE_METADATA
@@ -94,12 +95,7 @@ def _policy_filter(identity: Identity, limits: Limits) -> dict[str, Any]:
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _extproc(
             "policy",
-            {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "response_header_mode": "SKIP",
-                "response_body_mode": "NONE",
-            },
+            pipeline.policy_mode(PolicyStream.steps),
             limits,
             route_cache_action="DEFAULT",
             # Every header but the credentials: the stage decides which of the
@@ -122,15 +118,8 @@ def _provider_filter(provider: Provider, limits: Limits) -> dict[str, Any]:
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _extproc(
             f"provider:{provider.name}",
-            {
-                # The request is replaced whole from the headers reply
-                # (CONTINUE_AND_REPLACE): the body is never sent to Python.
-                "request_header_mode": "SEND",
-                "request_body_mode": "NONE",
-                "response_header_mode": "SEND",
-                "response_body_mode": "FULL_DUPLEX_STREAMED",
-                "response_trailer_mode": "SEND",  # required with FULL_DUPLEX_STREAMED
-            },
+            # The stage's own needs and the completion listeners' (the usage).
+            pipeline.provider_mode(ProviderStream.needs | pipeline.needs(pipeline.COMPLETION)),
             limits,
             request_attributes=["upstream.request_attempt_count"],
             mutation_rules={"disallow_is_error": True},

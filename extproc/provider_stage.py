@@ -18,6 +18,7 @@ from .errors import GatewayError, internal, render, render_stream_event
 from .gateway import Gateway
 from .headers import mutation, to_dict
 from .keys import MissingKey
+from .pipeline import Needs
 from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
 from .routing import model_for_attempt
 from .scrub import ACCOUNT_HEADERS, Scrubber
@@ -52,6 +53,10 @@ def _attempt(req: pb.ProcessingRequest) -> int:
 
 class ProviderStream:
     """One ext_proc stream of the provider stage, i.e. one attempt."""
+
+    # It reads every response whole or chunk by chunk, whatever the pipeline
+    # needs: keys are scrubbed from every response, and translated ones rewritten.
+    needs = Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY | Needs.STREAM_CHUNKS
 
     def __init__(self, gateway: Gateway, provider: Provider) -> None:
         self.gw = gateway

@@ -89,3 +89,47 @@ def test_the_request_table_has_a_bound(stages: Stages) -> None:
     again, stream = stages.policy(CHAT, chat("smart"))
     assert isinstance(again, Routed)
     stages.finish(stream)
+
+
+class Header(Step):
+    """A step that reads only the request's headers."""
+
+    needs = Needs.NOTHING
+
+    async def run(self, ctx: RequestContext) -> Answer | None:
+        return None
+
+
+def test_the_processing_modes_follow_from_what_the_parts_need() -> None:
+    assert pipeline.policy_mode([Header()])["request_body_mode"] == "NONE"
+    assert pipeline.policy_mode([Header(), *pipeline.request_steps()])["request_body_mode"] == (
+        "BUFFERED"
+    )
+    # Nothing reads the response: Envoy sends none of it.
+    quiet = pipeline.provider_mode(Needs.NOTHING)
+    assert (quiet["response_header_mode"], quiet["response_body_mode"]) == ("SKIP", "NONE")
+    assert pipeline.provider_mode(Needs.RESPONSE_HEADERS)["response_body_mode"] == "NONE"
+    read = pipeline.provider_mode(Needs.USAGE)
+    assert (read["response_body_mode"], read["response_trailer_mode"]) == (
+        "FULL_DUPLEX_STREAMED",
+        "SEND",
+    )
+    # Every provider mode replaces the request from its headers reply.
+    assert {quiet["request_body_mode"], read["request_body_mode"]} == {"NONE"}
+
+
+def test_the_bootstrap_takes_its_modes_from_the_pipeline(stages: Stages) -> None:
+    from extproc.envoy_bootstrap import render_bootstrap
+    from extproc.provider_stage import ProviderStream
+
+    b = render_bootstrap(stages.config, "/s.sock")
+    hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][-1]["typed_config"]
+    policy = hcm["http_filters"][0]["typed_config"]["processing_mode"]
+    assert policy == pipeline.policy_mode(PolicyStream.steps)
+    cluster = b["static_resources"]["clusters"][1]
+    opts = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    provider = opts["http_filters"][0]["typed_config"]["processing_mode"]
+    wanted = ProviderStream.needs | pipeline.needs(pipeline.COMPLETION)
+    assert provider == pipeline.provider_mode(wanted)

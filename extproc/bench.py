@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from . import stats_service
 from .runner import find_envoy
 from .server import install_event_loop_policy
 
@@ -115,6 +116,8 @@ class Result:
     # steadier than latency on a shared box, so the number to optimise against.
     extproc_cpu_ms: float | None = None
     envoy_cpu_ms: float | None = None
+    # ext_proc messages Envoy sent per request, counted by the ext_proc itself.
+    messages_per_req: float | None = None
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -128,6 +131,15 @@ class Processes:
 
     extproc: tuple[int, ...] = ()
     envoy: tuple[int, ...] = ()
+    # The ext_proc's socket, to read its message counters from.
+    socket: str | None = None
+
+
+def _messages(socket: str | None) -> int:
+    if socket is None:
+        return 0
+    counts = stats_service.read(socket)
+    return sum(n for stage, per in counts.items() if stage != "streams" for n in per.values())
 
 
 def _cpu_seconds(pids: Iterable[int]) -> float:
@@ -155,6 +167,8 @@ async def _measure(
     latencies: list[float] = []
     ttft: list[float] = []
     per_worker = max(1, total // concurrency)
+    # Read outside the CPU window: the call is the ext_proc's work, not the requests'.
+    messages_before = _messages(procs.socket)
     cpu_before = _cpu_seconds(procs.extproc), _cpu_seconds(procs.envoy)
     start = time.perf_counter()
     await asyncio.gather(
@@ -162,6 +176,7 @@ async def _measure(
     )
     elapsed = time.perf_counter() - start
     cpu_after = _cpu_seconds(procs.extproc), _cpu_seconds(procs.envoy)
+    messages_after = _messages(procs.socket)
     result = Result(
         target,
         concurrency,
@@ -178,6 +193,8 @@ async def _measure(
             result.extproc_cpu_ms = (cpu_after[0] - cpu_before[0]) * 1000 / len(latencies)
         if procs.envoy:
             result.envoy_cpu_ms = (cpu_after[1] - cpu_before[1]) * 1000 / len(latencies)
+        if procs.socket is not None:
+            result.messages_per_req = (messages_after - messages_before) / len(latencies)
     return result
 
 
@@ -297,16 +314,19 @@ def _envoy_alone(workdir: Path, port: int, upstream: int) -> subprocess.Popen[by
 
 def _start_gateway(
     workdir: Path, name: str, port: int, config: dict[str, Any]
-) -> tuple[subprocess.Popen[bytes], Path]:
+) -> tuple[subprocess.Popen[bytes], Path, str]:
     path = workdir / f"{name.strip('+').replace(' ', '-')}.yaml"
-    path.write_text(yaml.safe_dump({**config, "listen": {"port": port}}))
+    socket = str(path.with_suffix(".sock"))
+    path.write_text(
+        yaml.safe_dump({**config, "listen": {"port": port}, "extproc": {"socket": socket}})
+    )
     ready = path.with_suffix(".ready")
     proc = subprocess.Popen(
         [sys.executable, "-m", "extproc.cli", "run", "-c", str(path), "--ready-file", str(ready)],
         env={**os.environ, "SIDEGATE_BENCH_KEY": "sk-bench"},
         stderr=subprocess.DEVNULL,
     )
-    return proc, ready
+    return proc, ready, socket
 
 
 def _wait_port(port: int, timeout: float = 30) -> None:
@@ -324,8 +344,8 @@ def _table(results: list[Result]) -> str:
     rows = [
         "| target | conc. | stream | p50 ms | p99 ms | req/s | +p50 vs direct | +p99 vs direct "
         "| +p50 vs Envoy | +p99 vs Envoy | TTFT p50 | TTFT p99 | ext_proc CPU ms/req "
-        "| Envoy CPU ms/req |",
-        "|---|--:|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| Envoy CPU ms/req | messages/req |",
+        "|---|--:|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         d = base.get(("direct", r.concurrency, r.stream))
@@ -336,7 +356,8 @@ def _table(results: list[Result]) -> str:
 
         ttft = f"{r.ttft_p50_ms:.2f} | {r.ttft_p99_ms:.2f}" if r.ttft_p50_ms is not None else " | "
         cpu = " | ".join(
-            f"{v:.2f}" if v is not None else "" for v in (r.extproc_cpu_ms, r.envoy_cpu_ms)
+            f"{v:.2f}" if v is not None else ""
+            for v in (r.extproc_cpu_ms, r.envoy_cpu_ms, r.messages_per_req)
         )
         rows.append(
             f"| {r.target} | {r.concurrency} | {'y' if r.stream else ''} | {r.p50_ms:.2f} | "
@@ -396,10 +417,12 @@ def main(args: argparse.Namespace) -> int:
                 ("+quotas redis", _free_port(), {**base, "quotas": quotas, "state": redis_state})
             )
         running = []
+        sockets = []
         for name, port, config in gateways:
-            proc, ready = _start_gateway(workdir, name, port, config)
+            proc, ready, sock = _start_gateway(workdir, name, port, config)
             procs.append(proc)
             running.append((name, proc, ready))
+            sockets.append(sock)
         for port in (fake_port, envoy_port):
             _wait_port(port)
         deadline = time.monotonic() + 60
@@ -414,8 +437,12 @@ def main(args: argparse.Namespace) -> int:
             ("direct", fake_port, Processes()),
             ("envoy", envoy_port, Processes(envoy=(procs[1].pid,))),
         ] + [
-            (name, port, Processes(extproc=(proc.pid,), envoy=tuple(_children(proc.pid))))
-            for (name, port, _), (_, proc, _) in zip(gateways, running, strict=True)
+            (
+                name,
+                port,
+                Processes(extproc=(proc.pid,), envoy=tuple(_children(proc.pid)), socket=sock),
+            )
+            for (name, port, _), (_, proc, _), sock in zip(gateways, running, sockets, strict=True)
         ]
         stream_body = BODY[:-1] + b', "stream": true}'
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
-from . import forwarding
+from . import forwarding, model_list, pipeline
 from .config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
 from .envoy_local_reply import local_reply_config
-from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT
+from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT, PolicyStream
+from .provider_stage import ProviderStream
 from .quota.config import Identity
 from .routing import RoutePlan, plan_routes
 from .server import STAGE_METADATA
@@ -114,12 +115,7 @@ def _policy_filter(identity: Identity, limits: Limits) -> dict[str, Any]:
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _extproc(
             "policy",
-            {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "response_header_mode": "SKIP",
-                "response_body_mode": "NONE",
-            },
+            pipeline.policy_mode(PolicyStream.steps),
             limits,
             route_cache_action="DEFAULT",
             # Every header but the credentials: the stage decides which of the
@@ -142,13 +138,8 @@ def _provider_filter(provider: Provider, limits: Limits) -> dict[str, Any]:
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _extproc(
             f"provider:{provider.name}",
-            {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "response_header_mode": "SEND",
-                "response_body_mode": "FULL_DUPLEX_STREAMED",
-                "response_trailer_mode": "SEND",  # required with FULL_DUPLEX_STREAMED
-            },
+            # The stage's own needs and the completion listeners' (the usage).
+            pipeline.provider_mode(ProviderStream.needs | pipeline.needs(pipeline.COMPLETION)),
             limits,
             request_attributes=["upstream.request_attempt_count"],
             mutation_rules={"disallow_is_error": True},
@@ -234,6 +225,44 @@ def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
     }
 
 
+_EXTPROC_PER_ROUTE = f"{_API}.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+
+
+def _direct(name: str, path: str, body: bytes) -> dict[str, Any]:
+    """A GET Envoy answers itself: no message to the ext_proc (the policy filter is off).
+
+    Other methods on the path, and paths not listed (an unknown model's card),
+    fall through to the policy stage, which answers them (405, 404).
+    """
+    return {
+        "name": name,
+        "match": {
+            "path": path,
+            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        "direct_response": {"status": 200, "body": {"inline_string": body.decode()}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "typed_per_filter_config": {
+            "envoy.filters.http.ext_proc": {_T: _EXTPROC_PER_ROUTE, "disabled": True}
+        },
+    }
+
+
+def model_routes(config: GatewayConfig) -> list[dict[str, Any]]:
+    """GET /v1/models and each model's card (under /v1 and /openai/v1), as direct responses."""
+    listing = model_list.list_body(config)
+    routes = [_direct("models", path, listing) for path in model_list.LIST_PATHS]
+    for name, card in model_list.cards(config).items():
+        body = model_list.card_body(card)
+        routes += [_direct("model", f"{path}/{name}", body) for path in model_list.LIST_PATHS]
+    return routes
+
+
 def _catch_all(config: GatewayConfig) -> dict[str, Any]:
     return {
         "name": "unrouted",
@@ -277,6 +306,15 @@ def _provider_cluster(provider: Provider, config: GatewayConfig) -> dict[str, An
         "common_http_protocol_options": {"idle_timeout": "60s"},
         "http_filters": [
             _provider_filter(provider, config.limits),
+            # Puts back the content-length CONTINUE_AND_REPLACE removes (else
+            # the request goes chunked, which some providers refuse).
+            {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {
+                    _T: f"{_API}.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": config.limits.body_buffer_bytes,
+                },
+            },
             {
                 "name": "envoy.filters.http.upstream_codec",
                 "typed_config": {
@@ -428,7 +466,9 @@ ROUTE_CONFIG = "sidegate"
 
 def route_config(config: GatewayConfig) -> dict[str, Any]:
     plans = plan_routes(config)
-    routes = [_route(p, config) for p in plans.values()] + [_catch_all(config)]
+    routes = (
+        model_routes(config) + [_route(p, config) for p in plans.values()] + [_catch_all(config)]
+    )
     return {
         "name": ROUTE_CONFIG,
         "virtual_hosts": [{"name": "sidegate", "domains": ["*"], "routes": routes}],

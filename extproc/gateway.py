@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import model_list, pipeline
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
+from .message_count import MessageCounts
 from .quota.enforcer import QuotaEnforcer
 from .quota.store import MemoryStore
 from .routing import RoutePlan, plan_routes
@@ -32,8 +33,9 @@ class Prepared:
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.requests = RequestTable()
+        # Outlive reloads: the bench and the tests read them across a run.
+        self.messages = MessageCounts()
         self._ids = itertools.count(1)
-        self._listeners: list[Callable[[RequestState], None]] = []
         self._id_prefix = f"sg-{os.getpid():x}-{int(time.time()):x}-"
         self.keys: dict[str, KeyRing] = {}
         # Local counters outlive reloads; so does the Redis client while its config stands.
@@ -42,7 +44,7 @@ class Gateway:
         # Replaced by a reload: each closes itself once its last reservation settles.
         self._retired: list[RedisStore] = []
         self.reload(config)
-        self.on_complete(lambda state: self.quotas.settle(state))
+        self.requests.listeners.extend(pipeline.completion_listeners(self))
 
     def prepare(self, config: GatewayConfig) -> Prepared:
         """Everything ``config`` needs that can fail, built without serving it yet.
@@ -103,14 +105,8 @@ class Gateway:
             else KeyRing(p)
             for name, p in config.providers.items()
         }
-        created = int(time.time())
-        self.model_cards = {
-            name: {"id": name, "object": "model", "created": created, "owned_by": "sidegate"}
-            for name in sorted(config.routes)
-        }
-        self.models_body = json.dumps(
-            {"object": "list", "data": list(self.model_cards.values())}
-        ).encode()
+        self.model_cards = model_list.cards(config)
+        self.models_body = model_list.list_body(config)
 
     async def close(self) -> None:
         """Finish reconciliations and close connections to shared state."""
@@ -119,20 +115,8 @@ class Gateway:
         self._retired.clear()
 
     def on_complete(self, listener: Callable[[RequestState], None]) -> None:
-        """Call ``listener`` with each request's final state (budgets, audit, tests)."""
-        self._listeners.append(listener)
-
-    def attach(self, state: RequestState) -> None:
-        state.holders += 1
-
-    def release(self, state: RequestState) -> None:
-        """A stage is done with ``state``; the last one out completes the request."""
-        state.holders -= 1
-        if state.holders > 0:
-            return
-        self.requests.pop(state.id)
-        for listener in self._listeners:
-            listener(state)
+        """Call ``listener`` with each request's final state, after the pipeline's own."""
+        self.requests.listeners.append(listener)
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids)}"

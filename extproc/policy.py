@@ -1,30 +1,31 @@
 """The policy stage: once per request, at router level, before any provider is picked.
 
 It recognises the endpoint, rejects bad input in the caller's dialect, parses
-the body once, and pins the request to an Envoy route (routing header plus
-``clear_route_cache``) whose priority groups hold only providers that can serve
-it. The parsed request is left in the request table for the provider stage.
+the body once and runs the pipeline's request steps on it (``extproc.pipeline``:
+validate, route, identify the caller, admit quotas), then pins the request to
+an Envoy route (routing header plus ``clear_route_cache``) whose priority
+groups hold only providers that can serve it. The parsed request is left in
+the request table for the provider stage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from . import forwarding, validation
-from .apis import ErrorStyle, route_key
+from . import forwarding, model_list, validation
+from .apis import ErrorStyle
 from .config import ForwardHeaders
 from .endpoints import Endpoint, Kind, classify, style_for_path
 from .errors import GatewayError, clip, internal, render
 from .gateway import Gateway
 from .headers import mutation, to_dict
-from .quota.caller import identify
+from .pipeline import Answer, RequestContext, request_steps, unknown_model
 from .state import RequestState
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ def error_response(err: GatewayError, style: ErrorStyle) -> pb.ProcessingRespons
 class PolicyStream:
     """One ext_proc stream of the policy stage, i.e. one HTTP request."""
 
+    # The pipeline's request steps, in order (extproc.pipeline).
+    steps = request_steps()
+
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
         self.endpoint: Endpoint | None = None
@@ -112,7 +116,7 @@ class PolicyStream:
             card = self.gw.model_cards.get(ep.model_id or "")
             if card is None:
                 raise _unknown_model(ep.model_id or "", self.gw)
-            return immediate(200, json.dumps(card).encode(), "sidegate_models")
+            return immediate(200, model_list.card_body(card), "sidegate_models")
         content_type = h.get("content-type", "")
         if content_type.split(";", 1)[0].strip().lower() != "application/json":
             raise GatewayError(
@@ -143,55 +147,41 @@ class PolicyStream:
             # Chunked uploads have no content-length to refuse them by earlier.
             raise _too_large(len(msg.body), limit)
         if self.gw.requests.full:
-            # Checked before admission reserves anything: nothing to undo.
             raise GatewayError(
-                503,
-                f"sidegate is serving {self.gw.requests.capacity} requests; retry shortly",
-                code="overloaded",
-                retry_after=1,
+                503, "sidegate has too many requests in flight", code="overloaded", retry_after=1
             )
-        body, raw = validation.parse(msg.body)
-        validation.check(ep.api, body)
-        model = body["model"]
-        plan = self.gw.plans.get(route_key(model, ep.api))
-        if plan is None:
-            if model in self.gw.config.routes:
-                raise GatewayError(
-                    400,
-                    f"model {clip(model)} cannot serve {clip(self.headers.get(':path', ''))}",
-                    code="model_not_supported",
-                    param="model",
-                )
-            raise _unknown_model(model, self.gw)
-
-        quotas = self.gw.quotas
-        identity = self.gw.config.quota.identity
-        reservation = None
-        if quotas.applies(model):
-            caller = identify(identity, self.headers, ep.api, body)
-            if not quotas.suspends(len(msg.body)):
-                # In-process counters and a small prompt: admission never waits,
-                # so there is no time to buy and no departure mid-way to handle.
-                reservation = await quotas.admit(caller, model, ep.api, body, len(msg.body))
+        # Parsed once, here: every step reads the same object (Needs.REQUEST_BODY).
+        body, text = validation.parse(msg.body)
+        ctx = RequestContext(self.gw, self.headers, ep.api, ep.style, msg.body, body, text)
+        extended = False
+        for step in self.steps:
+            if not step.suspends(ctx):
+                answer = await step.run(ctx)
             else:
-                admission = asyncio.ensure_future(
-                    quotas.admit(caller, model, ep.api, body, len(msg.body))
-                )
+                run = asyncio.ensure_future(step.run(ctx))
                 try:
-                    done, _ = await asyncio.wait({admission}, timeout=SLOW_WORK_AFTER)
-                    if not done:
-                        # Envoy gives each reply message_timeout (0.5 s): a slow Redis
-                        # or a huge prompt to count would become a 504. Ask for more.
+                    done, _ = await asyncio.wait({run}, timeout=SLOW_WORK_AFTER)
+                    if not done and not extended:
+                        # Envoy gives each reply message_timeout (0.5 s): a slow
+                        # Redis or a huge prompt to count would become a 504.
+                        extended = True
                         yield extend_timeout(SLOW_WORK_TIMEOUT)
-                    # Shielded: a client that leaves mid-admission must not leave a
-                    # reservation behind that nothing will settle.
-                    reservation = await asyncio.shield(admission)
+                    answer = await run
                 except BaseException:
                     # Cancelled, or closed at the yield (GeneratorExit) when Envoy
-                    # gives up: whatever admission reserves is given back.
-                    quotas.abandoned(admission)
+                    # gives up on the stream: the step undoes what it began (see
+                    # Step.run), e.g. admission gives its reservation back.
+                    run.cancel()
                     raise
+            if answer is not None:
+                yield _answer(answer)
+                return
+        yield self._routed(ctx)
 
+    def _routed(self, ctx: RequestContext) -> pb.ProcessingResponse:
+        """Admit the request into the table and tell Envoy where it goes."""
+        plan = ctx.plan
+        assert plan is not None, "the route step pins every request it lets through"
         set_headers = {ROUTE_HEADER: plan.key}
         request_id = self.headers.get(REQUEST_ID, "")
         if not request_id or request_id in self.gw.requests:
@@ -199,22 +189,23 @@ class PolicyStream:
             # must not share state.
             request_id = self.gw.new_request_id()
             set_headers[REQUEST_ID] = request_id
+        body = ctx.body
         stream = body.get("stream") is True
         self.state = RequestState(
             id=request_id,
-            api=ep.api,
+            api=ctx.api,
             plan=plan,
-            requested_model=model,
+            requested_model=ctx.model,
             body=body,
-            raw=raw,
+            raw=ctx.text,
             stream=stream,
-            include_usage=stream and validation.wants_usage(ep.api, body),
+            include_usage=stream and validation.wants_usage(ctx.api, body),
             passthrough_headers={
                 k: self.headers[k]
                 for k in ANTHROPIC_CLIENT_HEADERS
                 if k in self.headers and self._filter.forwarded(k)
             },
-            reservation=reservation,
+            reservation=ctx.reservation,
         )
         self.gw.requests.put(self.state)
         resp = pb.ProcessingResponse()
@@ -223,11 +214,12 @@ class PolicyStream:
         # header the allow-list does not forward. (Removed here, not from the
         # request-headers reply: a mutation there made Envoy 1.40 lose the
         # route, "route_not_found", once the body reply cleared the cache.)
+        identity = self.gw.config.quota.identity
         remove = [h for h in (identity.user_header, identity.tenant_header) if h in self.headers]
         remove += [h for h in self._filter.removals(self.headers) if h not in remove]
         common.header_mutation.CopyFrom(mutation(set_headers, remove))
         common.clear_route_cache = True
-        yield resp
+        return resp
 
     @property
     def request_id(self) -> str:
@@ -244,7 +236,7 @@ class PolicyStream:
 
     def close(self) -> None:
         if self.state is not None:
-            self.gw.release(self.state)
+            self.gw.requests.release(self.state)
 
 
 @functools.lru_cache(maxsize=4)
@@ -262,11 +254,13 @@ def _too_large(size: int, limit: int) -> GatewayError:
 
 
 def _unknown_model(model: str, gw: Gateway) -> GatewayError:
-    names = sorted(gw.config.routes)
-    shown = ", ".join(names[:20]) + (", …" if len(names) > 20 else "")
-    return GatewayError(
-        404,
-        f"The model {clip(model)} does not exist or is not served here; available: {shown}",
-        code="model_not_found",
-        param="model",
-    )
+    return unknown_model(model, gw.config.routes)
+
+
+def _answer(answer: Answer) -> pb.ProcessingResponse:
+    resp = immediate(answer.status, answer.body, answer.details)
+    if answer.headers:
+        resp.immediate_response.headers.CopyFrom(
+            mutation({"content-type": "application/json", **answer.headers})
+        )
+    return resp

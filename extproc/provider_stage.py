@@ -18,6 +18,7 @@ from .errors import GatewayError, internal, render, render_stream_event
 from .gateway import Gateway
 from .headers import mutation, to_dict
 from .keys import MissingKey
+from .pipeline import Needs
 from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
 from .routing import model_for_attempt
 from .scrub import ACCOUNT_HEADERS, Scrubber
@@ -53,6 +54,10 @@ def _attempt(req: pb.ProcessingRequest) -> int:
 class ProviderStream:
     """One ext_proc stream of the provider stage, i.e. one attempt."""
 
+    # It reads every response whole or chunk by chunk, whatever the pipeline
+    # needs: keys are scrubbed from every response, and translated ones rewritten.
+    needs = Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY | Needs.STREAM_CHUNKS
+
     def __init__(self, gateway: Gateway, provider: Provider) -> None:
         self.gw = gateway
         self.provider = provider
@@ -87,8 +92,6 @@ class ProviderStream:
             return [self.on_response_headers(req.response_headers)]
         if which == "request_headers":
             return [self.on_request_headers(req)]
-        if which == "request_body":
-            return [self.on_request_body()]
         if which == "response_trailers":
             return self.on_response_trailers()
         log.warning("provider stage: unexpected %s message", which)
@@ -135,7 +138,7 @@ class ProviderStream:
             # The policy stage did not see this request: never forward it unprocessed.
             return _internal("a request reached a provider without passing the policy stage")
         self.state = state
-        self.gw.attach(state)
+        self.gw.requests.attach(state)
         state.attempts += 1
         model = model_for_attempt(
             state.plan, self.gw.config.models, self.provider.name, _attempt(req)
@@ -160,9 +163,7 @@ class ProviderStream:
                 defaults=self.gw.config.defaults,
             )
         )
-        resp = pb.ProcessingResponse()
-        resp.request_headers.SetInParent()
-        return resp
+        return self._replace_request(state, self.exchange)
 
     def _auth_headers(self, state: RequestState) -> dict[str, str]:
         ring = self.gw.keys.get(self.provider.name)
@@ -178,10 +179,15 @@ class ProviderStream:
             }
         return {"authorization": f"Bearer {key}"}
 
-    def on_request_body(self) -> pb.ProcessingResponse:
-        state, exchange = self.state, self.exchange
-        if state is None or exchange is None:
-            return _internal("a request body arrived before its headers")
+    def _replace_request(self, state: RequestState, exchange: Exchange) -> pb.ProcessingResponse:
+        """This attempt's request, whole, in the reply to its headers (one message an attempt).
+
+        CONTINUE_AND_REPLACE: Envoy drops the body it holds (the client's, or
+        its replay on a retry) and sends ours; the body comes from the request
+        table, parsed once by the policy stage. Envoy removes content-length
+        with the replacement; the upstream buffer filter after this stage sets
+        it again (envoy_bootstrap).
+        """
         style = state.api.error_style
         try:
             outbound = exchange.request()
@@ -199,7 +205,6 @@ class ProviderStream:
         set_headers = {
             ":path": outbound.path,
             "content-type": "application/json",
-            "content-length": str(len(outbound.body)),
             # Compressed bodies could not be translated chunk by chunk.
             "accept-encoding": "identity",
             **auth,
@@ -214,7 +219,8 @@ class ProviderStream:
         else:
             remove.extend(ANTHROPIC_CLIENT_HEADERS)
         resp = pb.ProcessingResponse()
-        common = resp.request_body.response
+        common = resp.request_headers.response
+        common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
         common.header_mutation.CopyFrom(mutation(set_headers, remove))
         common.body_mutation.body = outbound.body
         return resp
@@ -288,7 +294,7 @@ class ProviderStream:
         # before the provider's last chunk: keep what the attempt did see.
         if self.exchange is not None and self.exchange.status:
             self._finish_attempt()
-        self.gw.release(self.state)
+        self.gw.requests.release(self.state)
 
     def _finish_attempt(self) -> None:
         state, exchange = self.state, self.exchange

@@ -21,7 +21,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from . import health_service
+from . import health_service, stats_service
 from .gateway import Gateway
 from .policy import PolicyStream
 from .provider_stage import ProviderStream
@@ -68,8 +68,14 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if stream is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown stage {stage!r}")
             return
+        kind = "policy" if isinstance(stream, PolicyStream) else "provider"
+        counts = self.gw.messages
+        counts.streams[kind] += 1
+        per_kind = counts.messages[kind]
         try:
             async for req in request_iterator:
+                which = req.WhichOneof("request")
+                per_kind[which] = per_kind.get(which, 0) + 1
                 try:
                     if isinstance(stream, PolicyStream):
                         # Two messages a request, and it may wait on quota state
@@ -85,7 +91,6 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     # A bug or an input no check foresaw: never a dead stream
                     # (Envoy would answer an empty 500), always an error in
                     # the caller's format.
-                    which = req.WhichOneof("request")
                     _log_failure(stage, stream.request_id, which, e)
                     for resp in stream.fail(which):
                         yield resp
@@ -129,7 +134,9 @@ async def start_server(gateway: Gateway, socket_path: str) -> grpc.aio.Server:
         ]
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(Processor(gateway), server)
-    server.add_generic_rpc_handlers((health_service.handler(),))
+    server.add_generic_rpc_handlers(
+        (health_service.handler(), stats_service.handler(gateway.messages))
+    )
     private = Path(tempfile.mkdtemp(prefix=".extproc-", dir=path.parent))
     try:
         bound = private / "s"

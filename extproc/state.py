@@ -2,12 +2,16 @@
 
 Both stages run in this one process (the sidecar gives that affinity: one
 ext_proc per Envoy, over a Unix socket) and meet on the request id header the
-policy stage guarantees to be unique among requests in flight.
+policy stage guarantees to be unique among requests in flight. The
+``RequestTable`` is the one owner of that state: it admits a request, lets each
+stage hold it, and completes it (the pipeline's completion listeners) when the
+last stage lets go.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,22 +48,23 @@ class RequestState:
     usage: Usage | None = None
 
 
-# Requests in flight one ext_proc keeps state for. Each holds at least one of
-# Envoy's streams to the ext_proc, whose cluster allows 100,000: this bound is
-# reached only if streams are never closed, and then sheds instead of growing.
+# Requests in flight one process holds at most: as many as Envoy opens
+# processor streams for (envoy_bootstrap.EXTPROC_MAX_STREAMS). Ids may come
+# from the client (x-request-id), so the table needs a bound of its own.
 MAX_IN_FLIGHT = 100_000
 
 
 class RequestTable:
-    """Requests in flight, by id, at most ``capacity`` of them."""
+    """Requests in flight, by id, and what runs when each completes."""
 
-    def __init__(self, capacity: int = MAX_IN_FLIGHT) -> None:
+    def __init__(self, limit: int = MAX_IN_FLIGHT) -> None:
         self._items: dict[str, RequestState] = {}
-        self.capacity = capacity
+        self.limit = limit
+        self.listeners: list[Callable[[RequestState], None]] = []
 
     @property
     def full(self) -> bool:
-        return len(self._items) >= self.capacity
+        return len(self._items) >= self.limit
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._items
@@ -75,3 +80,16 @@ class RequestTable:
 
     def pop(self, request_id: str) -> RequestState | None:
         return self._items.pop(request_id, None)
+
+    def attach(self, state: RequestState) -> None:
+        """One more stage holds ``state`` (an attempt's provider stage)."""
+        state.holders += 1
+
+    def release(self, state: RequestState) -> None:
+        """A stage is done with ``state``; the last one out completes the request."""
+        state.holders -= 1
+        if state.holders > 0:
+            return
+        self._items.pop(state.id, None)
+        for listener in self.listeners:
+            listener(state)

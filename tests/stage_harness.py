@@ -4,7 +4,7 @@ A stage test needs no Envoy and no gRPC: ``Stages`` builds a real ``Gateway``
 from a config, runs the policy stage's messages (request headers, then the
 buffered body) through ``PolicyStream``, applies its header mutations the way
 Envoy does, and then plays attempts through ``ProviderStream``: request
-headers with the attempt number attribute, the body, the provider's response
+headers with the attempt number attribute (answered with the whole request), the provider's response
 headers, body chunks (split wherever the test likes) and trailers. What a
 stage answers is returned decoded: status, headers and JSON or SSE body.
 
@@ -226,19 +226,20 @@ class Stages:
         """Play one attempt's request through ``provider``'s stage."""
         stream = ProviderStream(self.gateway, self.config.providers[provider])
         h = {k: v for k, v in routed.headers.items() if k != ROUTE_HEADER}
+        # One message an attempt: the body is replaced from the headers reply.
         out = stream.handle(with_attempt(request_headers(h), attempt))
         assert len(out) == 1
         reply = immediate(out[0])
         if reply is not None:
             return reply, stream
-        out = stream.handle(request_body(routed.body))
-        assert len(out) == 1
-        reply = immediate(out[0])
-        if reply is not None:
-            return reply, stream
-        common = out[0].request_body.response
+        common = out[0].request_headers.response
+        assert common.status == pb.CommonResponse.CONTINUE_AND_REPLACE, common
         apply_mutation(h, common.header_mutation)
-        return Upstream(h, common.body_mutation.body), stream
+        # What Envoy does with a replaced body; the upstream buffer filter sets it again.
+        h.pop("content-length", None)
+        body = common.body_mutation.body
+        h["content-length"] = str(len(body))
+        return Upstream(h, body), stream
 
     def respond(
         self,

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.test_message_counts import EXPECTED
+
 
 def test_bench_measures_every_target(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
@@ -32,3 +34,7 @@ def test_bench_measures_every_target(tmp_path: Path) -> None:
     assert sidegate["extproc_cpu_ms"] is not None and sidegate["envoy_cpu_ms"] is not None
     assert rows[("sidegate", True)]["ttft_p50_ms"] is not None
     assert "| sidegate | 1 |" in run.stdout
+    # Counted by the ext_proc: the bench's request is the OpenAI pass-through shape.
+    assert rows[("envoy", False)]["messages_per_req"] is None
+    shape = EXPECTED["openai_passthrough"]
+    assert sidegate["messages_per_req"] == sum(n for per in shape.values() for n in per.values())

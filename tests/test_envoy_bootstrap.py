@@ -47,7 +47,16 @@ def test_invariants() -> None:
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.router",
     ]
+    # Only the model list and cards skip the policy stage: GETs Envoy answers itself.
+    direct = [r for r in routes[:-1] if "direct_response" in r]
+    assert {r["name"] for r in direct} == {"models", "model"}
+    for r in direct:
+        assert r["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
+        assert r["match"]["path"].startswith(("/v1/models", "/openai/v1/models"))
+        assert r["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
     for r in routes[:-1]:
+        if r in direct:
+            continue
         assert r["route"]["timeout"] == "0s"  # a long stream is never cut by a total deadline
         retry = r["route"]["retry_policy"]
         assert 429 in retry["retriable_status_codes"] and retry["refresh_cluster_on_retry"]
@@ -66,6 +75,16 @@ def test_invariants() -> None:
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]
         chain = [f["name"] for f in opts["http_filters"]]
-        assert chain == ["envoy.filters.http.ext_proc", "envoy.filters.http.upstream_codec"]
+        # The provider stage, then the buffer that restores the content-length
+        # its CONTINUE_AND_REPLACE drops, sized to the request body bound.
+        assert chain == [
+            "envoy.filters.http.ext_proc",
+            "envoy.filters.http.buffer",
+            "envoy.filters.http.upstream_codec",
+        ]
+        stage = opts["http_filters"][0]["typed_config"]["processing_mode"]
+        assert stage["request_header_mode"] == "SEND" and stage["request_body_mode"] == "NONE"
+        buffer = opts["http_filters"][1]["typed_config"]["max_request_bytes"]
+        assert buffer == config.limits.body_buffer_bytes
         tls = cluster["transport_socket"]["typed_config"]
         assert tls["sni"] and tls["common_tls_context"]["validation_context"]["trusted_ca"]

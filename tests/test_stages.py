@@ -163,14 +163,14 @@ def test_a_request_that_skipped_the_policy_stage_is_never_forwarded(stages: Stag
 
 
 def test_a_full_request_table_sheds_before_anything_is_reserved(stages: Stages) -> None:
-    stages.gateway.requests.capacity = 0
+    stages.gateway.requests.limit = 0
     reply, stream = stages.policy(CHAT, chat("gpt"), {"x-sidegate-user": "u"})
     stages.finish(stream)
     assert isinstance(reply, Reply) and reply.status == 503
     assert reply.headers["retry-after"] == "1"
     assert reply.json()["error"]["code"] == "overloaded"
     # The one-request quota was not charged: with room again, the same user is served.
-    stages.gateway.requests.capacity = 10
+    stages.gateway.requests.limit = 10
     reply, stream = stages.policy(CHAT, chat("gpt"), {"x-sidegate-user": "u"})
     assert isinstance(reply, Routed), reply
     stages.finish(stream)

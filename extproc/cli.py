@@ -154,7 +154,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .envoy_bootstrap import render_yaml
+    from .envoy.bootstrap import render_yaml
 
     sys.stdout.write(
         render_yaml(_load(args), args.socket or "/run/sidegate/extproc.sock", args.admin_socket)
@@ -237,7 +237,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
 
 
 def _cmd_fake(args: argparse.Namespace) -> int:
-    from .fake_provider import serve_forever
+    from .devtools.fake_provider import serve_forever
 
     busy = _port_in_use(args.host, args.port, "--port") if args.port else None
     if busy:
@@ -258,10 +258,10 @@ def _cmd_fake(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.soak is not None:
-        from .soak import main as soak_main
+        from .devtools.soak import main as soak_main
 
         return soak_main(args)
-    from .bench import main as bench_main
+    from .devtools.bench import main as bench_main
 
     return int(bench_main(args))
 

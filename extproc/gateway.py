@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from . import model_list, pipeline
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
-from .message_count import MessageCounts
 from .quota.enforcer import QuotaEnforcer
 from .quota.store import MemoryStore
 from .routing import RoutePlan, plan_routes
+from .stages.message_count import MessageCounts
 from .state import RequestState, RequestTable
 from .tokenizer import TokenizerError
 

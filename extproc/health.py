@@ -12,8 +12,8 @@ from pathlib import Path
 
 import grpc
 
-from .envoy_files import BOOTSTRAP, RESOURCES
-from .health_service import CHECK, SERVING
+from .envoy.files import BOOTSTRAP, RESOURCES
+from .stages.health_service import CHECK, SERVING
 
 
 def problem(socket: str, envoy_dir: str | None, timeout: float) -> str | None:

@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .config import GatewayConfig, Provider, ProviderApi
-from .envoy_bootstrap import SYSTEM_CA
+from .envoy.bootstrap import SYSTEM_CA
 from .keys import KeyRing, MissingKey
 
 DEFAULT_TIMEOUT = 5.0

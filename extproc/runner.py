@@ -34,11 +34,11 @@ import grpc
 
 from .config import ConfigError, GatewayConfig, Listen
 from .config_watch import ConfigWatcher, digest_of
-from .envoy_admin import EnvoyAdmin
-from .envoy_bootstrap import ADMIN_SOCKET, APP_LISTENER, render_yaml
-from .envoy_files import EnvoyFiles
+from .envoy.admin import EnvoyAdmin
+from .envoy.bootstrap import ADMIN_SOCKET, APP_LISTENER, render_yaml
+from .envoy.files import EnvoyFiles
 from .gateway import Gateway
-from .server import install_event_loop_policy, start_server
+from .stages.server import install_event_loop_policy, start_server
 
 log = logging.getLogger(__name__)
 

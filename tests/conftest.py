@@ -6,7 +6,7 @@ from typing import Any
 import openai
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.harness import GatewayProcess, env_keys
 from tests.redisd import RedisServer, require_redis
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-from extproc.envoy_admin import request as admin_request
+from extproc.envoy.admin import request as admin_request
 from tests.harness import GatewayProcess
 
 

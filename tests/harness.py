@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 
 from extproc.config import GatewayConfig, parse_config
-from extproc.envoy_admin import request as admin_request
-from extproc.envoy_bootstrap import render_yaml
+from extproc.envoy.admin import request as admin_request
+from extproc.envoy.bootstrap import render_yaml
 from extproc.gateway import Gateway
 from extproc.runner import find_envoy
-from extproc.server import start_server
+from extproc.stages.server import start_server
 from extproc.state import RequestState
 
 

@@ -26,8 +26,8 @@ from google.protobuf import struct_pb2
 
 from extproc.config import GatewayConfig, parse_config
 from extproc.gateway import Gateway
-from extproc.policy import ROUTE_HEADER, PolicyStream
-from extproc.provider_stage import ATTEMPT_ATTR, ProviderStream
+from extproc.stages.policy import ROUTE_HEADER, PolicyStream
+from extproc.stages.provider import ATTEMPT_ATTR, ProviderStream
 from extproc.state import RequestState
 
 # --- messages Envoy sends -----------------------------------------------------------

@@ -8,7 +8,7 @@ import socket
 import httpx
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.harness import GatewayProcess
 
 CHAT = "/v1/chat/completions"

@@ -19,7 +19,7 @@ import yaml
 
 from extproc import __version__
 from extproc.cli import build_parser
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.conftest import gateway_doc
 from tests.harness import free_port, wait_until
 

@@ -6,7 +6,7 @@ import anthropic
 import httpx
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.conftest import KEYS
 from tests.harness import GatewayProcess
 

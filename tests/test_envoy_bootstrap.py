@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from extproc.config import load_config
-from extproc.envoy_bootstrap import render_bootstrap, render_yaml
+from extproc.envoy.bootstrap import render_bootstrap, render_yaml
 from extproc.runner import find_envoy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.conftest import KEYS
 from tests.harness import GatewayProcess
 

@@ -16,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.conftest import KEYS
 from tests.envoy_stats import envoy_stats
 from tests.harness import GatewayProcess, env_keys

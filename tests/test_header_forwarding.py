@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from extproc.config import ConfigError, parse_config
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from extproc.forwarding import HeaderFilter, bad_value
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess

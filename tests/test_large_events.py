@@ -20,7 +20,7 @@ import pytest
 
 from extproc.apis import ClientApi
 from extproc.config import ProviderApi
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from extproc.translate import exchange_for
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess

@@ -18,9 +18,9 @@ from extproc.config import (
     ConfigError,
     parse_config,
 )
-from extproc.envoy_bootstrap import extproc_cluster, message_timeout, render_bootstrap
-from extproc.fake_provider import FakeProvider
-from extproc.server import MAX_MESSAGE
+from extproc.devtools.fake_provider import FakeProvider
+from extproc.envoy.bootstrap import extproc_cluster, message_timeout, render_bootstrap
+from extproc.stages.server import MAX_MESSAGE
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess
 

@@ -1,7 +1,7 @@
 """What each request shape costs in ext_proc messages, counted by the server.
 
 Real Envoy, real gRPC, the official SDKs; the counters are the ones the
-``Process`` loop bumps (``extproc.message_count``). A change that adds a
+``Process`` loop bumps (``extproc.stages.message_count``). A change that adds a
 message to a shape fails here; timings stay in ``sidegate bench``.
 
 Counts per stage and message kind, for a successful first attempt. A streamed
@@ -22,7 +22,7 @@ import httpx
 import openai
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.conftest import gateway_doc
 from tests.envoy_stats import envoy_stats
 from tests.harness import GatewayProcess

@@ -9,7 +9,7 @@ import pytest
 
 from extproc import pipeline
 from extproc.pipeline import Answer, Needs, RequestContext, Step
-from extproc.policy import PolicyStream
+from extproc.stages.policy import PolicyStream
 from tests.stage_harness import Reply, Routed, Stages
 from tests.test_stages import AN_KEY, CHAT, DOC, OA_KEY, chat
 
@@ -119,8 +119,8 @@ def test_the_processing_modes_follow_from_what_the_parts_need() -> None:
 
 
 def test_the_bootstrap_takes_its_modes_from_the_pipeline(stages: Stages) -> None:
-    from extproc.envoy_bootstrap import render_bootstrap
-    from extproc.provider_stage import ProviderStream
+    from extproc.envoy.bootstrap import render_bootstrap
+    from extproc.stages.provider import ProviderStream
 
     b = render_bootstrap(stages.config, "/s.sock")
     hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][-1]["typed_config"]

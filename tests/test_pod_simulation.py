@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from extproc.envoy_admin import request as admin_request
+from extproc.envoy.admin import request as admin_request
 from extproc.inject.pod import inject
 from extproc.inject.settings import Settings
 from tests.ci import skip_or_fail

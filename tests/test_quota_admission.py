@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import anthropic
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.harness import GatewayProcess
 from tests.test_estimate import pdf
 from tests.test_quotas import counters, quota_doc

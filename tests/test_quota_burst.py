@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from tests.harness import GatewayProcess
 from tests.redisd import RedisServer
 from tests.test_quotas import counters, quota_doc, redis_counters

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from extproc.quota.config import RedisConfig, RedisUrl
 from extproc.quota.redis_store import RedisStore, StoreBusy, StoreDown, slot_prefix
 from extproc.quota.store import UNBOUNDED, Bound, Denial

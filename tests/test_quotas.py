@@ -17,7 +17,7 @@ import yaml
 
 from extproc.cli import main
 from extproc.config import ConfigError, parse_config
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from extproc.gateway import Gateway
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess, free_port, wait_until

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from extproc.config_watch import ConfigWatcher
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from extproc.runner import find_envoy
 from tests.conftest import gateway_doc
 from tests.harness import free_port, wait_until

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from extproc.scrub import ACCOUNT_HEADERS, Scrubber
 from tests.conftest import KEYS, gateway_doc
 from tests.harness import GatewayProcess, env_keys

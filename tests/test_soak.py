@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from extproc.config import parse_config
-from extproc.envoy_bootstrap import EXTPROC_CLUSTER, render_bootstrap
-from extproc.envoy_files import EnvoyFiles
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
+from extproc.envoy.bootstrap import EXTPROC_CLUSTER, render_bootstrap
+from extproc.envoy.files import EnvoyFiles
 from tests.conftest import gateway_doc
 from tests.envoy_stats import envoy_stats
 from tests.harness import GatewayProcess

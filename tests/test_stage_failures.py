@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from extproc import validation
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from extproc.translate.openai_openai import OpenAIToOpenAI
 from tests.harness import GatewayProcess, env_keys
 
@@ -35,7 +35,7 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 
 
 def _failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "extproc.server" and r.levelno >= logging.ERROR]
+    return [r for r in caplog.records if r.name == "extproc.stages.server" and r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("path", [CHAT, MESSAGES])
@@ -52,7 +52,7 @@ def test_policy_stage_exception(
         "max_tokens": 5,
         "messages": [{"role": "user", "content": SECRET_PROMPT}],
     }
-    with caplog.at_level(logging.ERROR, logger="extproc.server"):
+    with caplog.at_level(logging.ERROR, logger="extproc.stages.server"):
         r = httpx.post(
             gateway.base + path, json=body, headers={"x-request-id": "req-policy-1"}, timeout=10
         )
@@ -81,7 +81,7 @@ def test_provider_stage_request_exception(
     monkeypatch.setattr(OpenAIToOpenAI, "request", _boom)
     client = openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="x", max_retries=0)
     with (
-        caplog.at_level(logging.ERROR, logger="extproc.server"),
+        caplog.at_level(logging.ERROR, logger="extproc.stages.server"),
         pytest.raises(openai.InternalServerError) as info,
     ):
         client.chat.completions.create(
@@ -194,7 +194,7 @@ def test_stream_failure_ends_with_an_openai_error_event(
     client = openai.OpenAI(base_url=f"{gw.base}/v1", api_key="x", max_retries=0, timeout=10)
     seen: list[str] = []
     done = len(gw.completed) + 1
-    with caplog.at_level(logging.ERROR, logger="extproc.server"):
+    with caplog.at_level(logging.ERROR, logger="extproc.stages.server"):
         stream = client.chat.completions.create(
             model="an", messages=[{"role": "user", "content": "hi"}], stream=True
         )
@@ -220,7 +220,7 @@ def test_stream_failure_ends_with_an_anthropic_error_event(
     )
     seen: list[str] = []
     with (
-        caplog.at_level(logging.ERROR, logger="extproc.server"),
+        caplog.at_level(logging.ERROR, logger="extproc.stages.server"),
         pytest.raises(anthropic.APIStatusError) as info,
         client.messages.stream(
             model="an", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
@@ -240,7 +240,7 @@ def test_json_failure_after_headers_is_an_error_body(
     # An Anthropic JSON body nested too deep to parse: the 200 already went
     # out (full-duplex streaming), so the body says what happened.
     handler.reply = ("application/json", [b'{"type":"message","x":', DEEP.encode(), b"}"])
-    with caplog.at_level(logging.ERROR, logger="extproc.server"):
+    with caplog.at_level(logging.ERROR, logger="extproc.stages.server"):
         r = httpx.post(
             gw.base + CHAT,
             json={"model": "an", "messages": [{"role": "user", "content": "hi"}]},
@@ -261,7 +261,7 @@ def test_provider_stage_response_headers_exception(
     # Before the response headers went out, Envoy still answers with the
     # upstream filter's local reply in place of the provider's response.
     monkeypatch.setattr(OpenAIToOpenAI, "begin_response", _boom)
-    with caplog.at_level(logging.ERROR, logger="extproc.server"):
+    with caplog.at_level(logging.ERROR, logger="extproc.stages.server"):
         r = httpx.post(
             gateway.base + CHAT,
             json={"model": "fast", "messages": [{"role": "user", "content": "x"}], "stream": stream},

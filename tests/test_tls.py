@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from extproc.config import parse_config
-from extproc.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import FakeProvider
 from extproc.provider_check import check_provider
 from tests.certs import Pair, issue
 from tests.harness import GatewayProcess

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from .config import GatewayConfig
-from .envoy_bootstrap import (
+from ..config import GatewayConfig
+from .bootstrap import (
     EXTPROC_CLUSTER,
     admin,
     app_listener,

@@ -12,19 +12,19 @@ import logging
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from .apis import ErrorStyle
-from .config import Provider, ProviderApi
-from .errors import GatewayError, internal, render, render_stream_event
-from .gateway import Gateway
-from .headers import mutation, to_dict
-from .keys import MissingKey
-from .pipeline import Needs
+from ..apis import ErrorStyle
+from ..config import Provider, ProviderApi
+from ..errors import GatewayError, internal, render, render_stream_event
+from ..gateway import Gateway
+from ..headers import mutation, to_dict
+from ..keys import MissingKey
+from ..pipeline import Needs
+from ..routing import model_for_attempt
+from ..scrub import ACCOUNT_HEADERS, Scrubber
+from ..state import RequestState
+from ..translate import AttemptContext, Exchange, exchange_for
+from ..translate.exchange import Mode
 from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
-from .routing import model_for_attempt
-from .scrub import ACCOUNT_HEADERS, Scrubber
-from .state import RequestState
-from .translate import AttemptContext, Exchange, exchange_for
-from .translate.exchange import Mode
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .apis import ErrorStyle
-from .errors import anthropic_error_body, anthropic_type, openai_error_body, openai_type
+from ..apis import ErrorStyle
+from ..errors import anthropic_error_body, anthropic_type, openai_error_body, openai_type
 
 ANTHROPIC_PREFIX = "/anthropic/"
 RETRY_AFTER_SECONDS = 1

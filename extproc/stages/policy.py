@@ -18,15 +18,15 @@ from datetime import timedelta
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from . import forwarding, model_list, validation
-from .apis import ErrorStyle
-from .config import ForwardHeaders
-from .endpoints import Endpoint, Kind, classify, style_for_path
-from .errors import GatewayError, clip, internal, render
-from .gateway import Gateway
-from .headers import mutation, to_dict
-from .pipeline import Answer, RequestContext, request_steps, unknown_model
-from .state import RequestState
+from .. import forwarding, model_list, validation
+from ..apis import ErrorStyle
+from ..config import ForwardHeaders
+from ..endpoints import Endpoint, Kind, classify, style_for_path
+from ..errors import GatewayError, clip, internal, render
+from ..gateway import Gateway
+from ..headers import mutation, to_dict
+from ..pipeline import Answer, RequestContext, request_steps, unknown_model
+from ..state import RequestState
 
 log = logging.getLogger(__name__)
 

@@ -760,7 +760,7 @@ def serve_forever(
     tls_cert: str | None = None,
     tls_key: str | None = None,
 ) -> None:
-    from .server import install_event_loop_policy
+    from ..stages.server import install_event_loop_policy
 
     install_event_loop_policy()
 

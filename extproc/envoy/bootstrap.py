@@ -17,14 +17,14 @@ from typing import Any
 
 import yaml
 
-from . import forwarding, model_list, pipeline
-from .config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
-from .envoy_local_reply import local_reply_config
-from .policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT, PolicyStream
-from .provider_stage import ProviderStream
-from .quota.config import Identity
-from .routing import RoutePlan, plan_routes
-from .server import STAGE_METADATA
+from .. import forwarding, model_list, pipeline
+from ..config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
+from ..quota.config import Identity
+from ..routing import RoutePlan, plan_routes
+from ..stages.policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT, PolicyStream
+from ..stages.provider import ProviderStream
+from ..stages.server import STAGE_METADATA
+from .local_reply import local_reply_config
 
 EXTPROC_CLUSTER = "sidegate_extproc"
 EXTPROC_MAX_STREAMS = 100_000

@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from . import stats_service
-from .runner import find_envoy
-from .server import install_event_loop_policy
+from ..runner import find_envoy
+from ..stages import stats_service
+from ..stages.server import install_event_loop_policy
 
 BODY = json.dumps(
     {

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from .server import install_event_loop_policy
+from ..stages.server import install_event_loop_policy
 
 WORDS = ("alpha", "beta", "gamma", "delta", "kappa", "lambda", "sigma", "omega", "quota", "token")
 SYSTEM = "You are a helpful assistant. Answer briefly and cite sources. " * 6

@@ -21,10 +21,10 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from ..gateway import Gateway
 from . import health_service, stats_service
-from .gateway import Gateway
 from .policy import PolicyStream
-from .provider_stage import ProviderStream
+from .provider import ProviderStream
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -16,6 +17,28 @@ KEYS = {
     "SG_TEST_AN_KEY": "sk-ant-test-an-secret",
     "SG_TEST_BN_KEY": "sk-ant-test-bn-secret",
 }
+
+
+@pytest.fixture(autouse=True)
+def _sdk_clients_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every SDK client a test (or a function-scoped fixture) makes is closed when it ends.
+
+    With warnings as errors, a client left to the garbage collector fails
+    whichever later test is running when its socket is collected. Clients of
+    wider-scoped fixtures are made before this runs and close themselves.
+    """
+    made: list[Any] = []
+    for cls in (openai.OpenAI, anthropic.Anthropic):
+        original = cls.__init__
+
+        def init(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> None:
+            _original(self, *args, **kwargs)
+            made.append(self)
+
+        monkeypatch.setattr(cls, "__init__", init)
+    yield
+    for client in made:
+        client.close()
 
 
 @pytest.fixture(scope="session")

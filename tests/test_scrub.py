@@ -119,6 +119,12 @@ def _check(raw: bytes, headers: httpx.Headers, keys: tuple[str, ...] = (OA_KEY, 
         assert key[:8].encode() not in raw, raw[:500]
     for name in ACCOUNT_HEADERS:
         assert name not in headers, f"{name} reached the app"
+    # Header values too: an echoing provider (or proxy) puts the key in one.
+    values = "\n".join(f"{k}: {v}" for k, v in headers.multi_items())
+    for key in keys:
+        assert key not in values and key[-4:] not in values and key[:8] not in values, values
+    if "x-echo-authorization" in headers:  # the fault was on: the header stays, scrubbed
+        assert headers["x-echo-authorization"].startswith("Bearer ***")
     # What an app legitimately needs stays.
     assert headers.get("x-ratelimit-remaining-requests") == "99"
 

@@ -76,6 +76,8 @@ class Faults:
     write_size: int = 0
     echo_key: bool = False
     account_headers: bool = False
+    # The key this request came with, for echo_key (set by the server, not parsed).
+    received_key: str = ""
 
     @classmethod
     def parse(cls, value: str) -> Faults:
@@ -140,6 +142,11 @@ _ACCOUNT_HEADERS = {
 def _received_key(headers: dict[str, str]) -> str:
     auth = headers.get("authorization", "")
     return auth[7:] if auth.startswith("Bearer ") else headers.get("x-api-key", "")
+
+
+def _echo_headers(key: str) -> dict[str, str]:
+    """Response headers of a provider (or a proxy before it) that echo the key it got."""
+    return {"x-echo-authorization": f"Bearer {key}", "x-echo-masked": f"{key[:5]}...{key[-4:]}"}
 
 
 def _faulty_text(text: str, f: Faults, headers: dict[str, str]) -> str:
@@ -324,6 +331,8 @@ class FakeProvider:
         extra = dict(extra or {})
         if f is not None and f.account_headers:
             extra.update(_ACCOUNT_HEADERS)
+        if f is not None and f.echo_key:
+            extra.update(_echo_headers(f.received_key))
         head += [f"{k}: {v}" for k, v in extra.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
         step = f.write_size if f is not None and f.write_size else len(body) or 1
@@ -374,6 +383,8 @@ class FakeProvider:
         faults = Faults.parse(headers.get(f"x-fake-fault-{self.name}", ""))
         if faults.only_model is not None and faults.only_model.encode() not in raw:
             faults = Faults()
+        if faults.echo_key:
+            faults.received_key = _received_key(headers)
         if faults.stall:
             await asyncio.sleep(faults.stall)
         if faults.reset_after == 0:
@@ -719,11 +730,13 @@ class FakeProvider:
         writer.transport.abort()
 
     async def _stream(self, writer: asyncio.StreamWriter, events: list[bytes], f: Faults) -> bool:
-        extra = "".join(f"{k}: {v}\r\n" for k, v in _ACCOUNT_HEADERS.items())
+        extra = {**(_ACCOUNT_HEADERS if f.account_headers else {})}
+        if f.echo_key:
+            extra.update(_echo_headers(f.received_key))
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
             b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
-            + (extra.encode() if f.account_headers else b"")
+            + "".join(f"{k}: {v}\r\n" for k, v in extra.items()).encode()
             + b"\r\n"
         )
         for i, event in enumerate(events):

@@ -143,14 +143,9 @@ def _provider_filter(provider: Provider, limits: Limits) -> dict[str, Any]:
             limits,
             request_attributes=["upstream.request_attempt_count"],
             mutation_rules={"disallow_is_error": True},
-            forward_rules={
-                "allowed_headers": {
-                    "patterns": [
-                        {"exact": h}
-                        for h in (":status", "content-type", "content-length", "x-request-id")
-                    ]
-                }
-            },
+            # Every header: the response's are scrubbed of keys (a provider or a
+            # proxy before it may echo one), and the request's are few by now
+            # (the policy stage let through only what may reach a provider).
         ),
     }
 

@@ -258,11 +258,30 @@ class ProviderStream:
             set_headers[":status"] = str(plan.status)
         if plan.rewrites:
             remove += ["content-length", "content-encoding"]
+        set_headers.update(self._scrubbed_headers(headers, set_headers, remove))
         resp.response_headers.response.header_mutation.CopyFrom(mutation(set_headers, remove))
         if msg.end_of_stream:
             # No body will follow; an error still needs one in the caller's format.
             self._finish_attempt()
         return resp
+
+    def _scrubbed_headers(
+        self, headers: dict[str, str], replaced: dict[str, str], removed: list[str]
+    ) -> dict[str, str]:
+        """The provider's headers whose values carry a key, with the key overwritten.
+
+        Envoy's own headers cannot be rewritten by a processor; no provider
+        sets them.
+        """
+        out: dict[str, str] = {}
+        for name, value in headers.items():
+            if name[0] == ":" or name in replaced or name in removed or name.startswith("x-envoy-"):
+                continue
+            raw = value.encode()
+            clean = self._scrub.scrub(raw)
+            if clean != raw:
+                out[name] = clean.decode(errors="replace")
+        return out
 
     def on_response_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
         eos = msg.end_of_stream

@@ -216,8 +216,14 @@ def _watch(
             return str(e)
         before = await admin.stats()
         snapshot = files.snapshot()
-        files.write_resources(config, version)
-        problem = await admin.wait_applied(version, before)
+        # Clusters first, routes only once Envoy took them: a route naming a
+        # cluster Envoy refused would otherwise serve (the model list is in
+        # the routes) until the rollback.
+        files.write_clusters(config, version)
+        problem = await admin.wait_applied(version, before, kinds=("clusters",))
+        if not problem:
+            files.write_routes(config, version)
+            problem = await admin.wait_applied(version, before)
         if problem:
             files.restore(snapshot)
             return problem

@@ -124,7 +124,8 @@ def test_the_bootstrap_takes_its_modes_from_the_pipeline(stages: Stages) -> None
 
     b = render_bootstrap(stages.config, "/s.sock")
     hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][-1]["typed_config"]
-    policy = hcm["http_filters"][0]["typed_config"]["processing_mode"]
+    (policy_filter,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc"]
+    policy = policy_filter["typed_config"]["processing_mode"]
     assert policy == pipeline.policy_mode(PolicyStream.steps)
     cluster = b["static_resources"]["clusters"][1]
     opts = cluster["typed_extension_protocol_options"][

@@ -107,7 +107,11 @@ class EnvoyAdmin:
         return answer is not None and answer[0] == 200
 
     async def wait_applied(
-        self, version: str, before: dict[str, str] | None, within: float = 10.0
+        self,
+        version: str,
+        before: dict[str, str] | None,
+        within: float = 10.0,
+        kinds: tuple[str, ...] = ("clusters", "routes", "listeners"),
     ) -> str | None:
         """None once Envoy runs ``version``; a reason if it rejected it.
 
@@ -125,10 +129,11 @@ class EnvoyAdmin:
                     return None
                 await asyncio.sleep(0.05)
                 continue
-            if all(stats.get(f"{k}.version_text") == version for k in _KEYS):
+            keys = {k: kind for k, kind in _KEYS.items() if kind in kinds}
+            if all(stats.get(f"{k}.version_text") == version for k in keys):
                 return None
             if before is not None:
-                for k, kind in _KEYS.items():
+                for k, kind in keys.items():
                     counter = f"{k}.update_rejected"
                     if int(stats.get(counter, "0")) > int(before.get(counter, "0")):
                         return f"Envoy rejected the generated {kind} (see the Envoy log)"

@@ -90,10 +90,17 @@ class EnvoyFiles:
         _replace(self.bootstrap_path, _dump(self.bootstrap()))
 
     def write_resources(self, config: GatewayConfig, version: str = "0") -> None:
+        self.write_clusters(config, version)
+        self.write_routes(config, version)
+
+    def write_clusters(self, config: GatewayConfig, version: str = "0") -> None:
         # Envoy reports version_info back as lds/cds.version_text: how a
         # reload learns that Envoy took it.
         clusters = [{_T: _CLUSTER_TYPE, **c} for c in provider_clusters(config)]
         self._put(CLUSTERS, _dump({"version_info": version, "resources": clusters}))
+
+    def write_routes(self, config: GatewayConfig, version: str = "0") -> None:
+        """The routes and the listener (after the clusters they name exist)."""
         routes = {_T: _ROUTES_TYPE, **route_config(config)}
         self._put(ROUTES, _dump({"version_info": version, "resources": [routes]}))
         listener = {_T: _LISTENER_TYPE, **app_listener(config, rds=self._source(ROUTES))}

@@ -29,6 +29,7 @@ import yaml
 from ..runner import find_envoy
 from ..stages import stats_service
 from ..stages.server import install_event_loop_policy
+from .http1 import read_response
 
 BODY = json.dumps(
     {
@@ -60,28 +61,6 @@ def _request(port: int, path: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, float | None]:
-    """Read one response; returns its status and, for chunked bodies, when the first chunk came."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    lower = head.lower()
-    if b"transfer-encoding: chunked" in lower:
-        first: float | None = None
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                return status, first
-            if first is None:
-                first = time.perf_counter()
-    length = 0
-    for line in lower.split(b"\r\n"):
-        if line.startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    await reader.readexactly(length)
-    return status, None
-
-
 async def _worker(
     port: int, request: bytes, count: int, out: list[float], ttft: list[float]
 ) -> None:
@@ -91,7 +70,8 @@ async def _worker(
         for _ in range(count):
             start = time.perf_counter()
             writer.write(request)
-            status, first = await _read_response(reader)
+            response = await read_response(reader)
+            status, first = response.status, response.first_chunk
             if status != 200:
                 raise RuntimeError(f"status {status} from port {port}")
             out.append(time.perf_counter() - start)

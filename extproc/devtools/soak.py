@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from ..stages.server import install_event_loop_policy
+from .http1 import read_response
 
 WORDS = ("alpha", "beta", "gamma", "delta", "kappa", "lambda", "sigma", "omega", "quota", "token")
 SYSTEM = "You are a helpful assistant. Answer briefly and cite sources. " * 6
@@ -134,25 +135,6 @@ def _request(rng: random.Random, port: int) -> tuple[str, int, bytes]:
     return kind, status, head.encode() + raw
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """One response, read whole: its status and whether the server closes the connection."""
-    head = (await reader.readuntil(b"\r\n\r\n")).lower()
-    status = int(head[9:12])
-    close = b"\r\nconnection: close\r\n" in head
-    if b"\r\ntransfer-encoding: chunked\r\n" in head:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                return status, close
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    await reader.readexactly(length)
-    return status, close
-
-
 async def drive(
     port: int, total: int, concurrency: int, every: int, pid: int, result: SoakResult
 ) -> None:
@@ -173,7 +155,8 @@ async def drive(
             kind, expected, request = _request(rng, port)
             conn[1].write(request)
             try:
-                status, close = await _read_response(conn[0])
+                response = await read_response(conn[0])
+                status, close = response.status, response.close
             except (asyncio.IncompleteReadError, ConnectionError):
                 status, close = 0, True
             statuses[f"{kind} {status}"] += 1

@@ -358,6 +358,15 @@ def test_external_redis_url_comes_from_the_keys_secret() -> None:
     assert plain[NAMESPACE].quota.state.redis.url == RedisUrl("rediss://cache:6380/1")  # type: ignore[union-attr]
 
 
+def test_a_redis_cluster_is_named_as_one() -> None:
+    (config,) = _gateway_configs(render(_values(CHART / "ci" / "redis-cluster-values.yaml"))).values()
+    redis = config.quota.state.redis
+    assert redis is not None and redis.cluster and redis.timeout == 0.5
+    (plain,) = _gateway_configs(render({"state": {"redis": {"url": "redis://r:6379/0"}}})).values()
+    assert plain.quota.state.redis is not None and not plain.quota.state.redis.cluster
+    assert plain.quota.state.redis.timeout == 1.0  # the chart's default is the gateway's
+
+
 def test_without_redis_values_sidecars_count_in_memory() -> None:
     docs = render({})
     assert _gateway_configs(docs)[NAMESPACE].quota.state.redis is None

@@ -149,6 +149,9 @@ redis:
   {{- end }}
   timeout: {{ $r.timeout | quote }}
   key_prefix: {{ $r.keyPrefix | quote }}
+  {{- if and $r.cluster (not .Values.redis.enabled) }}
+  cluster: true
+  {{- end }}
 on_unavailable: {{ .Values.state.onUnavailable }}
 {{- end }}
 {{- end }}

@@ -8,6 +8,7 @@ import enum
 class ClientApi(enum.StrEnum):
     OPENAI_CHAT = "openai-chat"
     OPENAI_EMBEDDINGS = "openai-embeddings"
+    OPENAI_RESPONSES = "openai-responses"
     ANTHROPIC_MESSAGES = "anthropic-messages"
 
     @property

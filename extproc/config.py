@@ -38,6 +38,17 @@ class ProviderApi(enum.StrEnum):
     ANTHROPIC = "anthropic"
 
 
+class ResponsesSupport(enum.StrEnum):
+    """How an OpenAI-style provider answers the Responses API (``POST /v1/responses``)."""
+
+    NATIVE = "native"  # it serves /responses itself: requests pass through, state included
+    CHAT = "chat"  # chat completions only: the stateless subset is translated
+
+
+# The host whose provider serves the Responses API when the config does not say.
+OPENAI_API_HOST = "api.openai.com"
+
+
 @dataclass(frozen=True, slots=True)
 class KeySource:
     env: str | None = None
@@ -60,6 +71,8 @@ class Provider:
     region: str | None = None
     anthropic_version: str = "2023-06-01"
     ca_file: str | None = None  # trust store for TLS origination; system bundle when unset
+    # OpenAI-style providers only: whether /v1/responses passes through or is translated.
+    responses: ResponsesSupport = ResponsesSupport.CHAT
 
     @property
     def tls(self) -> bool:
@@ -366,7 +379,31 @@ def _parse_key(r: Reader) -> KeySource:
     return KeySource(file=r.child("file").string())
 
 
-_PROVIDER_FIELDS = ["api", "base_url", "keys", "region", "anthropic_version", "ca_file"]
+_PROVIDER_FIELDS = [
+    "api",
+    "base_url",
+    "keys",
+    "region",
+    "anthropic_version",
+    "ca_file",
+    "responses",
+]
+
+
+def _parse_responses(r: Reader, api: ProviderApi, host: str) -> ResponsesSupport:
+    if r.value is None:
+        # OpenAI itself serves the Responses API; OpenAI-compatible servers
+        # (vLLM, Ollama, Groq, ...) reliably serve chat completions only.
+        native = api is ProviderApi.OPENAI and host == OPENAI_API_HOST
+        return ResponsesSupport.NATIVE if native else ResponsesSupport.CHAT
+    if api is not ProviderApi.OPENAI:
+        raise r.fail("only OpenAI-style providers (api: openai) take this field")
+    value = r.string()
+    try:
+        return ResponsesSupport(value)
+    except ValueError:
+        known = ", ".join(s.value for s in ResponsesSupport)
+        raise r.fail(f"expected one of: {known}; got {value!r}") from None
 
 
 def _parse_provider(name: str, r: Reader) -> Provider:
@@ -407,6 +444,7 @@ def _parse_provider(name: str, r: Reader) -> Provider:
         region=r.child("region").opt_string(),
         anthropic_version=r.child("anthropic_version").string("2023-06-01"),
         ca_file=r.child("ca_file").opt_string(),
+        responses=_parse_responses(r.child("responses"), api, parts.hostname),
     )
 
 

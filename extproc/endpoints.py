@@ -31,6 +31,7 @@ class Endpoint:
 _POST = {
     "/chat/completions": ClientApi.OPENAI_CHAT,
     "/embeddings": ClientApi.OPENAI_EMBEDDINGS,
+    "/responses": ClientApi.OPENAI_RESPONSES,
 }
 
 

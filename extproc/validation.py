@@ -164,6 +164,9 @@ def check(api: ClientApi, body: dict[str, Any]) -> None:
         if not isinstance(body["input"], str | list) or body["input"] in ("", []):
             raise _bad("'input' must be a non-empty string or list", "input")
         return
+    if api is ClientApi.OPENAI_RESPONSES:
+        _check_responses(body)
+        return
     messages = body.get("messages")
     if messages is None:
         raise _bad("missing required field 'messages'", "messages")
@@ -184,6 +187,32 @@ def check(api: ClientApi, body: dict[str, Any]) -> None:
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
             raise _bad("'stream_options' must be an object", "stream_options")
+
+
+def _check_responses(body: dict[str, Any]) -> None:
+    # Without input, only stored state (a previous response, a conversation,
+    # a stored prompt) can say what to answer.
+    inp = body.get("input")
+    if inp is None:
+        stored = ("previous_response_id", "conversation", "prompt")
+        if not any(body.get(k) is not None for k in stored):
+            raise _bad("missing required field 'input'", "input")
+    elif isinstance(inp, list):
+        for i, item in enumerate(inp):
+            if not isinstance(item, dict):
+                raise _bad(f"input[{i}] must be an object", f"input[{i}]")
+            if item.get("type", "message") == "message":
+                _check_content(item.get("content"), f"input[{i}].content", required=True)
+    elif not isinstance(inp, str):
+        raise _bad("'input' must be a string or a list of items", "input")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _bad("'instructions' must be a string", "instructions")
+    tools = body.get("tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
+    ):
+        raise _bad("'tools' must be a list of objects", "tools")
 
 
 def _check_content(content: Any, param: str, *, required: bool) -> None:

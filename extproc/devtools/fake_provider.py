@@ -1,7 +1,7 @@
 """A local provider that speaks the real OpenAI or Anthropic wire format, faults on demand.
 
 For tests, benchmarks and local work without keys. It answers
-``POST /v1/chat/completions`` and ``/v1/embeddings`` (OpenAI) or
+``POST /v1/chat/completions``, ``/v1/responses`` and ``/v1/embeddings`` (OpenAI) or
 ``POST /v1/messages`` (Anthropic), streamed or not, with exact SSE framing, and
 ``GET /v1/models`` (both), which checks the key like every other endpoint (what
 ``sidegate config check --probe`` calls). With a certificate and key it serves
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import socket
 import ssl
 import struct
@@ -36,6 +37,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import fake_responses
 
 _REASONS = {
     200: "OK",
@@ -185,6 +188,10 @@ class FakeProvider:
     # The host name in base_url (a certificate names hosts, not 127.0.0.1).
     server_name: str | None = None
     sni_names: list[str | None] = field(default_factory=list)
+    # Responses stored for previous_response_id (OpenAI's /v1/responses), bounded.
+    stored_responses: fake_responses.ResponseStore = field(
+        default_factory=fake_responses.ResponseStore
+    )
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
@@ -422,6 +429,8 @@ class FakeProvider:
             return True
         if self.api == "openai" and method == "POST" and path == "/v1/chat/completions":
             return await self._openai_chat(writer, body, faults, headers)
+        if self.api == "openai" and method == "POST" and path == "/v1/responses":
+            return await self._openai_responses(writer, body, faults, headers)
         if self.api == "openai" and method == "POST" and path == "/v1/embeddings":
             inputs = body.get("input")
             items = inputs if isinstance(inputs, list) else [inputs]
@@ -579,6 +588,52 @@ class FakeProvider:
                 + b"\n\n"
             )
         events.append(b"data: [DONE]\n\n")
+        return await self._stream(writer, events, f)
+
+    async def _openai_responses(
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults, headers: dict[str, str]
+    ) -> bool:
+        """``POST /v1/responses`` (``fake_responses``), stored responses included."""
+        history: list[dict[str, Any]] = []
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            stored = self.stored_responses.get(str(previous))
+            if stored is None:
+                error = {
+                    "message": f"Previous response with id '{previous}' not found.",
+                    "type": "invalid_request_error",
+                    "param": "previous_response_id",
+                    "code": "previous_response_not_found",
+                }
+                await self._send(writer, 404, json.dumps({"error": error}).encode(), f=f)
+                return True
+            history = list(stored)
+        history += fake_responses.input_items(body)
+        text, call = fake_responses.plan_output(self.name, body, history)
+        if text is not None:
+            text = _faulty_text(text, f, headers)
+        suffix = "fake" + secrets.token_hex(8)
+        output = fake_responses.output_items(suffix, text, call)
+        prompt = sum(len(json.dumps(i).split()) for i in history)
+        completion = len((text or json.dumps(call)).split())
+        usage = {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": f.cache_read},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + completion,
+        }
+        response_id = f"resp_{suffix}"
+        final = fake_responses.response(body, response_id, output, "completed", usage)
+        if body.get("store") is not False:
+            self.stored_responses.put(response_id, history + output)
+        if not body.get("stream"):
+            await self._send(writer, 200, json.dumps(final).encode(), f=f)
+            return True
+        events = [
+            fake_responses.sse(kind, data, n)
+            for n, (kind, data) in enumerate(fake_responses.events(body, final))
+        ]
         return await self._stream(writer, events, f)
 
     # -- Anthropic -------------------------------------------------------------

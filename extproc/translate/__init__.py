@@ -6,18 +6,25 @@ to the provider stage. A reader looking for a provider quirk finds it in the
 module named for the API pair.
 """
 
+from collections.abc import Callable
+
 from ..apis import ClientApi
 from ..config import ProviderApi
 from .anthropic_anthropic import AnthropicToAnthropic
 from .exchange import AttemptContext, Exchange, Outbound
 from .openai_anthropic import OpenAIToAnthropic
 from .openai_openai import OpenAIToOpenAI
+from .responses_anthropic import ResponsesToAnthropic
+from .responses_openai import responses_exchange
 
-_PAIRS: dict[tuple[ClientApi, ProviderApi], type[Exchange]] = {
+_PAIRS: dict[tuple[ClientApi, ProviderApi], Callable[[AttemptContext], Exchange]] = {
     (ClientApi.OPENAI_CHAT, ProviderApi.OPENAI): OpenAIToOpenAI,
     (ClientApi.OPENAI_EMBEDDINGS, ProviderApi.OPENAI): OpenAIToOpenAI,
     (ClientApi.OPENAI_CHAT, ProviderApi.ANTHROPIC): OpenAIToAnthropic,
     (ClientApi.ANTHROPIC_MESSAGES, ProviderApi.ANTHROPIC): AnthropicToAnthropic,
+    # Passed through or translated to chat, as the provider's `responses` setting says.
+    (ClientApi.OPENAI_RESPONSES, ProviderApi.OPENAI): responses_exchange,
+    (ClientApi.OPENAI_RESPONSES, ProviderApi.ANTHROPIC): ResponsesToAnthropic,
 }
 
 

@@ -125,6 +125,20 @@ def _last_user_text(messages: list[Any]) -> str:
     return ""
 
 
+def _after_tool_result(body: dict[str, Any]) -> bool:
+    """The last message is a tool's result: a model answers it rather than call again."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if last.get("role") == "tool":  # OpenAI
+        return True
+    content = last.get("content")
+    return (
+        last.get("role") == "user"
+        and isinstance(content, list)
+        and any(isinstance(p, dict) and p.get("type") == "tool_result" for p in content)
+    )
+
+
 def _tool_args(tool_schema: Any) -> dict[str, Any]:
     props = tool_schema.get("properties", {}) if isinstance(tool_schema, dict) else {}
     required = tool_schema.get("required", list(props)) if isinstance(tool_schema, dict) else []
@@ -472,7 +486,7 @@ class FakeProvider:
         text = f"Hello from {self.name}! You said: {_last_user_text(body.get('messages') or [])}"
         tools = body.get("tools") or []
         choice = body.get("tool_choice")
-        if tools and choice not in ("none", {"type": "none"}):
+        if tools and choice not in ("none", {"type": "none"}) and not _after_tool_result(body):
             tool = tools[0]
             if self.api == "openai":
                 name, schema = tool["function"]["name"], tool["function"].get("parameters")

@@ -3,7 +3,7 @@
 ::
 
     request steps (policy stage, once per request; any may answer at once)
-        validate → route → identify caller → admit quotas
+        validate → route → responses state → identify caller → admit quotas
     completion listeners (once the last stage is done with the request)
         settle quotas
 
@@ -28,6 +28,7 @@ from ..state import RequestState
 from .admit import AdmitQuotas
 from .identify import IdentifyCaller
 from .modes import policy_mode, provider_mode
+from .responses_state import ResponsesState
 from .route import Route, unknown_model
 from .settle import SettleQuotas
 from .step import Answer, Needs, RequestContext, Step
@@ -58,6 +59,7 @@ Listener = Callable[[RequestState], None]
 REQUEST_STEPS: tuple[type[Step], ...] = (
     Validate,
     Route,
+    ResponsesState,
     IdentifyCaller,
     AdmitQuotas,
 )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..apis import ClientApi, route_key
+from ..apis import route_key
 from ..errors import GatewayError, clip
-from ..translate.responses_support import check_plan
 from .step import Answer, RequestContext, Step
 
 
@@ -13,12 +12,6 @@ class Route(Step):
         gw = ctx.gw
         ctx.plan = gw.plans.get(route_key(ctx.model, ctx.api))
         if ctx.plan is not None:
-            if ctx.api is ClientApi.OPENAI_RESPONSES:
-                cfg = gw.config
-                providers = [
-                    cfg.providers[cfg.models[c.model].provider] for g in ctx.plan.groups for c in g
-                ]
-                check_plan(ctx.body, ctx.plan.route, providers)
             return None
         if ctx.model in gw.config.routes:
             raise GatewayError(

@@ -6,24 +6,22 @@ to the provider stage. A reader looking for a provider quirk finds it in the
 module named for the API pair.
 """
 
-from collections.abc import Callable
-
 from ..apis import ClientApi
-from ..config import ProviderApi
+from ..config import ProviderApi, ResponsesSupport
 from .anthropic_anthropic import AnthropicToAnthropic
 from .exchange import AttemptContext, Exchange, Outbound
 from .openai_anthropic import OpenAIToAnthropic
 from .openai_openai import OpenAIToOpenAI
 from .responses_anthropic import ResponsesToAnthropic
-from .responses_openai import responses_exchange
+from .responses_openai import ResponsesToChat, ResponsesToOpenAI
 
-_PAIRS: dict[tuple[ClientApi, ProviderApi], Callable[[AttemptContext], Exchange]] = {
+_PAIRS: dict[tuple[ClientApi, ProviderApi], type[Exchange]] = {
     (ClientApi.OPENAI_CHAT, ProviderApi.OPENAI): OpenAIToOpenAI,
     (ClientApi.OPENAI_EMBEDDINGS, ProviderApi.OPENAI): OpenAIToOpenAI,
     (ClientApi.OPENAI_CHAT, ProviderApi.ANTHROPIC): OpenAIToAnthropic,
     (ClientApi.ANTHROPIC_MESSAGES, ProviderApi.ANTHROPIC): AnthropicToAnthropic,
-    # Passed through or translated to chat, as the provider's `responses` setting says.
-    (ClientApi.OPENAI_RESPONSES, ProviderApi.OPENAI): responses_exchange,
+    # Translated to chat, unless the provider serves /responses itself (exchange_for).
+    (ClientApi.OPENAI_RESPONSES, ProviderApi.OPENAI): ResponsesToChat,
     (ClientApi.OPENAI_RESPONSES, ProviderApi.ANTHROPIC): ResponsesToAnthropic,
 }
 
@@ -33,6 +31,11 @@ def can_serve(client_api: ClientApi, provider_api: ProviderApi) -> bool:
 
 
 def exchange_for(ctx: AttemptContext) -> Exchange:
+    if (
+        ctx.client_api is ClientApi.OPENAI_RESPONSES
+        and ctx.provider.responses is ResponsesSupport.NATIVE
+    ):
+        return ResponsesToOpenAI(ctx)
     return _PAIRS[(ctx.client_api, ctx.provider.api)](ctx)
 
 

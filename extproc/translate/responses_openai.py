@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..config import ResponsesSupport
 from ..rawjson import set_fields
 from ..sse import Event
 from ..usage import Usage, as_int
@@ -123,8 +122,3 @@ class ResponsesToChat(Exchange):
     def error(self, status: int, body: bytes) -> bytes:
         return openai_openai.error_body(status, body, self.ctx.provider.name)
 
-
-def responses_exchange(ctx: AttemptContext) -> Exchange:
-    if ctx.provider.responses is ResponsesSupport.NATIVE:
-        return ResponsesToOpenAI(ctx)
-    return ResponsesToChat(ctx)

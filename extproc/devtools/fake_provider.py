@@ -632,7 +632,7 @@ class FakeProvider:
         completion = len((text or json.dumps(call)).split())
         usage = {
             "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": f.cache_read},
+            "input_tokens_details": {"cached_tokens": f.cache_read, "cache_write_tokens": 0},
             "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt + completion,

@@ -33,6 +33,7 @@ def can_serve(client_api: ClientApi, provider_api: ProviderApi) -> bool:
 def exchange_for(ctx: AttemptContext) -> Exchange:
     if (
         ctx.client_api is ClientApi.OPENAI_RESPONSES
+        and ctx.provider.api is ProviderApi.OPENAI
         and ctx.provider.responses is ResponsesSupport.NATIVE
     ):
         return ResponsesToOpenAI(ctx)

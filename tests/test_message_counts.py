@@ -44,7 +44,7 @@ def quota_gateway(fakes: dict[str, FakeProvider]) -> Iterator[GatewayProcess]:
 @dataclass(frozen=True)
 class Shape:
     id: str
-    api: str  # "openai" or "anthropic": the client SDK
+    api: str  # "openai", "openai-responses" or "anthropic": the client SDK and API
     model: str
     stream: bool
     fault: str  # the fake that serves it (paced when streamed)
@@ -57,6 +57,10 @@ SHAPES = [
     Shape("openai_to_anthropic_stream", "openai", "smart", True, "an"),
     Shape("anthropic", "anthropic", "claude", False, "an"),
     Shape("anthropic_stream", "anthropic", "claude", True, "an"),
+    # The Responses API: passed through (gpt-4o), and translated to Anthropic.
+    Shape("responses_passthrough", "openai-responses", "gpt-4o", False, "oa"),
+    Shape("responses_passthrough_stream", "openai-responses", "gpt-4o", True, "oa"),
+    Shape("responses_to_anthropic_stream", "openai-responses", "claude-sonnet", True, "an"),
 ]
 
 POLICY = {"request_headers": 1, "request_body": 1}
@@ -89,6 +93,20 @@ EXPECTED: dict[str, dict[str, dict[str, int]]] = {
         "policy": POLICY,
         "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 15},
     },
+    "responses_passthrough": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
+    },
+    # created, in_progress, item added, part added, a delta per word (8), text
+    # done, part done, item done, completed: 16 events, and the end of the stream.
+    "responses_passthrough_stream": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 17},
+    },
+    "responses_to_anthropic_stream": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 15},
+    },
 }
 STREAMS = {"policy": 1, "provider": 1}
 # GET /v1/models and GET /v1/models/{id}: Envoy answers them (direct responses).
@@ -108,6 +126,16 @@ def _delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) 
 def _call(gw: GatewayProcess, shape: Shape) -> None:
     headers = {f"x-fake-fault-{shape.fault}": PACED} if shape.stream else {}
     messages: list[Any] = [{"role": "user", "content": "count my messages"}]
+    if shape.api == "openai-responses":
+        with openai.OpenAI(
+            base_url=f"{gw.base}/v1", api_key="app", max_retries=0, default_headers=headers
+        ) as oc:
+            if shape.stream:
+                with oc.responses.stream(model=shape.model, input=messages) as s:
+                    assert s.get_final_response().status == "completed"
+            else:
+                assert oc.responses.create(model=shape.model, input=messages).output_text
+        return
     if shape.api == "openai":
         with openai.OpenAI(
             base_url=f"{gw.base}/v1", api_key="app", max_retries=0, default_headers=headers

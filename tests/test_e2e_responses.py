@@ -288,3 +288,15 @@ def test_provider_errors_reach_the_client_in_openai_format(
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(model=model, input="hi", extra_headers=faulty)
     assert "fault injected by" in err.value.message
+
+
+def test_openai_prefix_and_endpoints_not_served(gateway: GatewayProcess) -> None:
+    with httpx.Client(base_url=gateway.base, timeout=10) as hc:
+        prefixed = hc.post("/openai/v1/responses", json={"model": "gpt-4o-b", "input": "hi"})
+        assert prefixed.status_code == 200
+        assert Response.model_validate(prefixed.json()).output_text.startswith("Hello from ob!")
+        # Retrieval names no model to route by.
+        got = hc.get("/v1/responses/resp_1")
+        assert got.status_code == 404 and got.json()["error"]["code"] == "unknown_url"
+        wrong = hc.get("/v1/responses")
+        assert wrong.status_code == 405

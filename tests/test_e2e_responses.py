@@ -223,6 +223,8 @@ def test_previous_response_id_continues_at_one_provider(client: openai.OpenAI) -
         ("gpt-4o-b", {"background": True}, "background"),
         ("claude-sonnet", {"conversation": "conv_1"}, "conversation"),
         ("gpt-4o-b", {"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
+        # openai-a could serve it, but a failover to openai-b could not translate it.
+        ("fast", {"top_logprobs": 2}, "top_logprobs"),
     ],
     ids=[
         "previous_response_id_across_providers",
@@ -232,6 +234,7 @@ def test_previous_response_id_continues_at_one_provider(client: openai.OpenAI) -
         "background_to_chat",
         "conversation_to_anthropic",
         "item_reference_to_chat",
+        "untranslatable_on_a_mixed_route",
     ],
 )
 def test_untranslatable_is_a_400(

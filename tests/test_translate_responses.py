@@ -312,20 +312,27 @@ def _provider(name: str, api: ProviderApi = ProviderApi.OPENAI, native: bool = T
 def test_state_stays_with_one_provider() -> None:
     a, b = _provider("a"), _provider("b")
     stateful = {"model": "r", "input": "hi", "previous_response_id": "resp_1"}
-    check_plan(stateful, "r", [a, a])  # one provider in two groups: retries stay there
+    check_plan(stateful, "r", [a, a], 4096)  # one provider in two groups: retries stay there
     with pytest.raises(GatewayError) as err:
-        check_plan(stateful, "r", [a, b])  # two providers, both native: still refused
+        check_plan(stateful, "r", [a, b], 4096)  # two providers, both native: still refused
     assert err.value.param == "previous_response_id" and "a, b" in err.value.message
     # Hosted tools need native providers, not one provider.
-    check_plan({"model": "r", "input": "hi", "tools": [{"type": "web_search"}]}, "r", [a, b])
+    check_plan({"model": "r", "input": "hi", "tools": [{"type": "web_search"}]}, "r", [a, b], 4096)
     with pytest.raises(GatewayError) as err:
         check_plan(
             {"model": "r", "input": "hi", "tools": [{"type": "web_search"}]},
             "r",
             [a, _provider("c", native=False)],
+            4096,
         )
     assert err.value.param == "tools[0]" and "'r'" in err.value.message
-    check_plan({"model": "r", "input": "hi"}, "r", [a, _provider("d", ProviderApi.ANTHROPIC)])
+    anthropic = _provider("d", ProviderApi.ANTHROPIC)
+    check_plan({"model": "r", "input": "hi"}, "r", [a, anthropic], 4096)
+    # What a translation refuses is refused before the first attempt, even when
+    # the first candidate could serve it.
+    with pytest.raises(GatewayError) as err:
+        check_plan({"model": "r", "input": "hi", "top_logprobs": 2}, "r", [a, anthropic], 4096)
+    assert err.value.param == "top_logprobs"
 
 
 # --- responses ------------------------------------------------------------------------

@@ -19,5 +19,5 @@ class ResponsesState(Step):
             return None
         cfg = ctx.gw.config
         providers = [cfg.providers[cfg.models[c.model].provider] for g in plan.groups for c in g]
-        check_plan(ctx.body, plan.route, providers)
+        check_plan(ctx.body, plan.route, providers, cfg.defaults.anthropic_max_tokens)
         return None

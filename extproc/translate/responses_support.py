@@ -9,7 +9,10 @@ response or conversation, when they are all one provider, so that no failover
 can carry it elsewhere. Otherwise the caller gets a 400 naming the field
 before anything is sent: failing over into a provider that answers "no such
 response" (or a translation that cannot carry the field) would turn a
-provider's outage into a confusing error.
+provider's outage into a confusing error. For the same reason every other
+request is translated once here for each kind of translated candidate (chat,
+Anthropic), so whatever a translation refuses is refused before the first
+attempt, not when a failover reaches that candidate.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 from ..config import Provider, ProviderApi, ResponsesSupport
 from ..errors import GatewayError, clip
+from . import responses_anthropic
+from . import responses_chat as rc
 from .responses_chat import refusals, stateful_fields
 
 
@@ -31,7 +36,9 @@ def _names(providers: Iterable[Provider]) -> str:
     return ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
 
 
-def check_plan(body: dict[str, Any], route: str, providers: list[Provider]) -> None:
+def check_plan(
+    body: dict[str, Any], route: str, providers: list[Provider], anthropic_max_tokens: int
+) -> None:
     """A 400 when ``route``'s candidates (``providers``) could not all serve ``body``."""
     needs_native = refusals(body)
     translated = [p for p in providers if not _native(p)]
@@ -55,3 +62,11 @@ def check_plan(body: dict[str, Any], route: str, providers: list[Provider]) -> N
             code="unsupported_for_route",
             param=stateful[0],
         )
+    # One trial translation per kind of translated candidate (the model id
+    # does not change what is refused).
+    chat = next((p for p in translated if p.api is ProviderApi.OPENAI), None)
+    if chat is not None:
+        rc.translate_request(body, "model", chat.name)
+    anthropic = next((p for p in translated if p.api is ProviderApi.ANTHROPIC), None)
+    if anthropic is not None:
+        responses_anthropic.translate_request(body, "model", anthropic.name, anthropic_max_tokens)

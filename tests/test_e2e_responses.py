@@ -10,6 +10,7 @@ validated strictly from the raw JSON, not merely parsed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,7 +20,9 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from extproc.devtools.fake_provider import FakeProvider
+from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess
+from tests.test_request_record import Recorder
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 TOOLS: list[dict[str, Any]] = [
@@ -303,3 +306,52 @@ def test_openai_prefix_and_endpoints_not_served(gateway: GatewayProcess) -> None
         assert got.status_code == 404 and got.json()["error"]["code"] == "unknown_url"
         wrong = hc.get("/v1/responses")
         assert wrong.status_code == 405
+
+
+# --- the request record ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recorded(fakes: dict[str, FakeProvider]) -> Iterator[tuple[GatewayProcess, Recorder]]:
+    gw = GatewayProcess(gateway_doc(fakes))
+    recorder = Recorder()  # reads the response's id, model and finish reasons
+    gw.gateway.on_complete(recorder)
+    gw.start()
+    yield gw, recorder
+    gw.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(
+    ("model", "id_prefix", "reasons"),
+    [
+        ("gpt-4o", "resp_", ("completed",)),  # passed through: the Responses status
+        ("gpt-4o-b", "chatcmpl-", ("stop",)),  # translated: the provider's own
+        ("claude-sonnet", "msg_", ("end_turn",)),
+    ],
+)
+def test_request_record(
+    recorded: tuple[GatewayProcess, Recorder],
+    model: str,
+    id_prefix: str,
+    reasons: tuple[str, ...],
+    stream: bool,
+) -> None:
+    gw, rec = recorded
+    before = len(rec.records)
+    with openai.OpenAI(base_url=f"{gw.base}/v1", api_key="app", max_retries=0) as oa:
+        if stream:
+            with oa.responses.stream(model=model, input="hi") as s:
+                usage = s.get_final_response().usage
+        else:
+            usage = oa.responses.create(model=model, input="hi").usage
+    r = rec.wait(before + 1)[before]
+    assert r.path == "/v1/responses" and r.final_status == 200
+    assert r.response_id is not None and r.response_id.startswith(id_prefix), r.response_id
+    assert r.finish_reasons == reasons
+    assert usage is not None and r.usage is not None
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (
+        usage.input_tokens,
+        usage.output_tokens,
+    )
+    assert (r.first_token is not None) == stream

@@ -24,7 +24,8 @@ from ..errors import GatewayError
 from ..sse import Event
 from . import openai_anthropic
 from . import responses_chat as rc
-from .exchange import AttemptContext, Exchange, Outbound, dumps
+from .anthropic_anthropic import stop_reasons
+from .exchange import AttemptContext, Exchange, Outbound, dumps, read_meta
 from .responses_stream import ResponsesStream, parse_chunk
 
 _MESSAGE_PARAM = re.compile(r"messages\[(\d+)\]")
@@ -94,6 +95,7 @@ class ResponsesToAnthropic(Exchange):
 
     def json_response(self, body: dict[str, Any]) -> bytes:
         completion, self.usage = openai_anthropic.translate_response(body, self.created)
+        read_meta(self, body, stop_reasons(body))
         return dumps(rc.translate_response(completion, self.ctx.body, self.usage, self.created))
 
     def stream_event(self, event: Event) -> bytes:
@@ -110,6 +112,10 @@ class ResponsesToAnthropic(Exchange):
             return b": ping\n\n"  # keeps idle timers of proxies in between from firing
         chat = self._chat.event(name, data)
         self.usage = self._out.usage = self._chat.usage
+        if name == "message_start" and isinstance(data.get("message"), dict):
+            read_meta(self, data["message"])
+        elif name == "message_delta" and (reasons := stop_reasons(data.get("delta"))):
+            self.finish_reasons = reasons
         out = b""
         for chunk in chat_chunks(chat):
             out += self._out.finish() if chunk is None else self._out.chunk(chunk)

@@ -22,7 +22,7 @@ from ..sse import Event
 from ..usage import Usage, as_int
 from . import openai_openai
 from . import responses_chat as rc
-from .exchange import AttemptContext, Exchange, Outbound, dumps
+from .exchange import AttemptContext, Exchange, Outbound, dumps, read_meta
 from .responses_stream import ResponsesStream, parse_chunk
 
 # The stream events whose ``response`` is final, usage included.
@@ -48,6 +48,25 @@ def usage_from(u: object) -> Usage | None:
     )
 
 
+def outcome(response: dict[str, Any]) -> list[str] | None:
+    """A Responses object's finish reason for the request record: why it is incomplete, or
+    its status."""
+    details = response.get("incomplete_details")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    found = reason if isinstance(reason, str) and reason else response.get("status")
+    return [found] if isinstance(found, str) and found else None
+
+
+def chat_reasons(chunk: dict[str, Any]) -> list[str]:
+    choices = chunk.get("choices")
+    found = (
+        (c.get("finish_reason") for c in choices if isinstance(c, dict))
+        if isinstance(choices, list)
+        else ()
+    )
+    return [r for r in found if isinstance(r, str) and r]
+
+
 class ResponsesToOpenAI(Exchange):
     """Pass-through to a provider that serves ``/responses``."""
 
@@ -66,6 +85,7 @@ class ResponsesToOpenAI(Exchange):
 
     def json_response(self, body: dict[str, Any]) -> bytes:
         self.usage = usage_from(body.get("usage"))
+        read_meta(self, body, outcome(body))
         return b""
 
     def stream_event(self, event: Event) -> bytes:
@@ -77,6 +97,7 @@ class ResponsesToOpenAI(Exchange):
             response = data.get("response")
             if isinstance(response, dict):
                 self.usage = usage_from(response.get("usage")) or self.usage
+                read_meta(self, response, outcome(response))
         return event.raw
 
     def stream_end(self, pending: bytes) -> bytes:
@@ -101,6 +122,7 @@ class ResponsesToChat(Exchange):
 
     def json_response(self, body: dict[str, Any]) -> bytes:
         self.usage = openai_openai.usage_from(body)
+        read_meta(self, body, chat_reasons(body))
         return dumps(rc.translate_response(body, self.ctx.body, self.usage, self.created))
 
     def stream_event(self, event: Event) -> bytes:
@@ -114,6 +136,11 @@ class ResponsesToChat(Exchange):
         usage = openai_openai.usage_from(chunk)
         if usage is not None:
             self.usage = self._stream.usage = usage
+        if self.response_id is None:
+            read_meta(self, chunk)
+        reasons = chat_reasons(chunk)
+        if reasons:
+            self.finish_reasons = reasons
         return self._stream.chunk(chunk)
 
     def stream_end(self, pending: bytes) -> bytes:
@@ -121,4 +148,3 @@ class ResponsesToChat(Exchange):
 
     def error(self, status: int, body: bytes) -> bytes:
         return openai_openai.error_body(status, body, self.ctx.provider.name)
-

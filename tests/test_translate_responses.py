@@ -646,3 +646,17 @@ def test_passthrough_stream_is_unchanged_and_read_for_usage() -> None:
             10,
             2,
         )
+
+
+def test_output_held_for_the_final_events_is_bounded() -> None:
+    ex = exchange_for(
+        _ctx(_provider("ob", native=False), {"model": "r", "input": "hi", "stream": True})
+    )
+    ex.begin_response(200, "text/event-stream", max_bytes=16)
+    out = ex.feed(CHAT_STREAM[: CHAT_STREAM.index(b"data: [DONE]")]) + ex.feed(b"data: [DONE]\n\n")
+    out += ex.finish()
+    blocks = [b for b in out.split(b"\n\n") if b]
+    last = json.loads(blocks[-1][6:])
+    assert last["error"]["code"] == "response_too_large"
+    assert "limits.max_response_bytes" in last["error"]["message"]
+    assert b"response.completed" not in out  # nothing after the error

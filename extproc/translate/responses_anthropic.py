@@ -99,6 +99,7 @@ class ResponsesToAnthropic(Exchange):
         return dumps(rc.translate_response(completion, self.ctx.body, self.usage, self.created))
 
     def stream_event(self, event: Event) -> bytes:
+        self._out.limit = self.max_bytes  # set by begin_response
         if not event.data:
             return b""
         try:
@@ -109,7 +110,8 @@ class ResponsesToAnthropic(Exchange):
             return b""
         name = event.event or data.get("type")
         if name == "ping":
-            return b": ping\n\n"  # keeps idle timers of proxies in between from firing
+            # Keeps idle timers of proxies in between from firing.
+            return b"" if self._out.done else b": ping\n\n"
         chat = self._chat.event(name, data)
         self.usage = self._out.usage = self._chat.usage
         if name == "message_start" and isinstance(data.get("message"), dict):

@@ -126,8 +126,9 @@ class ResponsesToChat(Exchange):
         return dumps(rc.translate_response(body, self.ctx.body, self.usage, self.created))
 
     def stream_event(self, event: Event) -> bytes:
+        self._stream.limit = self.max_bytes  # set by begin_response
         if event.is_comment:
-            return event.raw
+            return b"" if self._stream.done else event.raw
         if event.data.strip() == "[DONE]":
             return self._stream.finish()
         chunk = parse_chunk(event.data)

@@ -13,6 +13,10 @@ Chat chunks carry deltas only, so the items are opened as their first delta
 arrives and closed when another kind of item starts or the stream ends.
 Arguments of several tool calls may interleave (chat numbers them by
 ``index``); each keeps its own item, all open until the end.
+
+The ``.done`` events and the final response repeat the whole output, so the
+output is held until the end, up to ``limit`` characters (the provider stage sets
+``limits.max_response_bytes``); past it the stream ends in an error event.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import openai_error_body
+from ..sse import DEFAULT_MAX_EVENT_BYTES
 from ..usage import Usage
 from . import responses_chat as rc
 from .exchange import dumps
@@ -38,7 +43,11 @@ class _Item:
 class ResponsesStream:
     """Feed chat completion chunks (parsed); get Responses SSE bytes back."""
 
-    def __init__(self, request: dict[str, Any], created: int) -> None:
+    def __init__(
+        self, request: dict[str, Any], created: int, limit: int = DEFAULT_MAX_EVENT_BYTES
+    ) -> None:
+        self.limit = limit
+        self.held = 0  # characters of output text and arguments held for the final events
         self.request = request
         self.created = created
         self.id = rc.new_id("resp")
@@ -209,6 +218,14 @@ class ResponsesStream:
             return b"data: " + dumps(chunk) + b"\n\n"
         out = b"" if self.started else self._start(chunk)
         choices = chunk.get("choices")
+        self.held += _delta_bytes(choices)
+        if self.held > self.limit:
+            return out + self._error(
+                f"the response's output passed {self.limit} characters "
+                "(limits.max_response_bytes); "
+                "the rest of the stream was dropped",
+                "response_too_large",
+            )
         for choice in choices if isinstance(choices, list) else []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
@@ -246,13 +263,29 @@ class ResponsesStream:
         """The provider's stream ended before ``[DONE]``: an error, not a short answer."""
         if self.done:
             return b""
-        self.done = True
-        body = openai_error_body(
-            "the provider's stream ended before the response was complete",
-            "server_error",
-            code="stream_truncated",
+        return self._error(
+            "the provider's stream ended before the response was complete", "stream_truncated"
         )
-        return b"data: " + dumps(body) + b"\n\n"
+
+    def _error(self, message: str, code: str) -> bytes:
+        # As OpenAI streams carry errors (a data line with an error object): the SDK raises.
+        self.done = True
+        return b"data: " + dumps(openai_error_body(message, "server_error", code=code)) + b"\n\n"
+
+
+def _delta_bytes(choices: Any) -> int:
+    """Characters of text, reasoning and arguments a chunk adds (a bound, not an exact size)."""
+    total = 0
+    for choice in choices if isinstance(choices, list) else []:
+        delta = rc.obj(rc.obj(choice).get("delta"))
+        for key in ("content", "reasoning_content", "reasoning", "refusal"):
+            if isinstance(delta.get(key), str):
+                total += len(delta[key])
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:
+            args = rc.obj(rc.obj(call).get("function")).get("arguments")
+            total += len(args) if isinstance(args, str) else 0
+    return total
 
 
 def parse_chunk(data: str) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import forwarding
+from .model_names import ModelNames, parse_model_names
 from .quota.config import QuotaConfig, parse_quota_config
 
 
@@ -242,6 +243,7 @@ class GatewayConfig:
     extproc_socket: str | None = None
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
+    model_names: ModelNames = field(default_factory=lambda: ModelNames({}, ()))
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -536,6 +538,7 @@ _TOP_FIELDS = [
     "state",
     "tokenizer",
     "forward_headers",
+    "model_names",
 ]
 
 
@@ -643,6 +646,7 @@ def parse_config(doc: Any) -> GatewayConfig:
         extproc_socket=x_r.child("socket").opt_string(),
         quota=parse_quota_config(root, routes, _parse_key),
         forward_headers=_parse_forward_headers(root),
+        model_names=parse_model_names(root, routes),
     )
 
 

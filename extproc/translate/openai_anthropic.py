@@ -556,6 +556,14 @@ class OpenAIToAnthropic(Exchange):
         self._stream = StreamTranslator(include_usage=self.ctx.include_usage, created=self.created)
         self.output_tool: str | None = None
 
+    @classmethod
+    def refusal(cls, body: dict[str, Any], structured: StructuredOutputs) -> GatewayError | None:
+        try:
+            translate_request(body, "", 1, structured)
+        except GatewayError as e:
+            return e
+        return None
+
     def request(self) -> Outbound:
         ctx = self.ctx
         body, self.output_tool = translate_request_and_output_tool(

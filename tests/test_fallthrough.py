@@ -128,3 +128,27 @@ def test_no_group_can_serve_names_the_first_groups_reason(
     body: Any = e.value.body
     assert body["param"] == "n" and body["code"] == "unsupported_for_provider"
     assert fakes["an"].requests == [] and fakes["bn"].requests == []
+
+
+def test_a_malformed_request_does_not_fall_through(
+    client: openai.OpenAI, fakes: dict[str, FakeProvider]
+) -> None:
+    # Invalid JSON in tool arguments: the Anthropic translation refuses it as
+    # the client's fault, and the OpenAI group must not be tried with it.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="smart",
+            messages=[
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c", "content": "x"},
+            ],
+        )
+    body: Any = e.value.body
+    assert body["code"] == "invalid_request"
+    assert body["param"] == "messages[0].tool_calls[0].function.arguments"
+    assert fakes["oa"].requests == [] and fakes["an"].requests == []

@@ -15,6 +15,10 @@ from ..routing import Capability, RoutePlan
 from ..translate import refusal
 from .step import Answer, RequestContext, Step
 
+# The code of a translation's refusal for what a provider lacks; any other
+# refusal is of a malformed request, which no group would serve.
+UNSUPPORTED = "unsupported_for_provider"
+
 
 class Route(Step):
     async def run(self, ctx: RequestContext) -> Answer | None:
@@ -49,6 +53,8 @@ def _narrow(plan: RoutePlan, ctx: RequestContext) -> RoutePlan:
         why = refusal(ctx.api, cap[0], cap[1], ctx.body)
         if why is None:
             servable.append(cap)
+        elif why.code != UNSUPPORTED:
+            raise why  # the request is at fault (bad JSON in tool arguments), not the provider
         elif first is None:
             first = why  # the capabilities come in group order: the first group's reason
     if len(servable) == len(plan.capabilities):

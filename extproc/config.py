@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import forwarding
+from .model_names import ModelNames, parse_model_names
 from .quota.config import QuotaConfig, parse_quota_config
 
 
@@ -47,6 +48,19 @@ class ResponsesSupport(enum.StrEnum):
 
 # The host whose provider serves the Responses API when the config does not say.
 OPENAI_API_HOST = "api.openai.com"
+
+
+class StructuredOutputs(enum.StrEnum):
+    """How an Anthropic model is asked for JSON that follows a schema.
+
+    ``native``: Anthropic's own parameter (``output_config.format``), on the
+    models that have it (Claude Haiku 4.5, Sonnet 4.5 and later, Opus 4.5 and
+    later). ``tool``: a forced tool whose input is the schema, which every
+    model with tools serves; the tool's input becomes the message content.
+    """
+
+    NATIVE = "native"
+    TOOL = "tool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +111,8 @@ class Model:
     price: Price = field(default_factory=Price)
     context_window: int | None = None
     embeddings: bool = False  # an embedding model, served on /v1/embeddings only
+    # How an Anthropic model answers an OpenAI response_format json_schema.
+    structured_outputs: StructuredOutputs = StructuredOutputs.TOOL
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +256,7 @@ class GatewayConfig:
     extproc_socket: str | None = None
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
+    model_names: ModelNames = field(default_factory=lambda: ModelNames({}, ()))
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -451,7 +468,7 @@ def _parse_provider(name: str, r: Reader) -> Provider:
 def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Model:
     if not _MODEL_NAME.match(name):
         raise r.fail("model names are letters, digits and . _ : / @ + - (max 128)")
-    r.mapping(["provider", "id", "price", "context_window", "embeddings"])
+    r.mapping(["provider", "id", "price", "context_window", "embeddings", "structured_outputs"])
     prov_r = r.child("provider")
     provider = prov_r.string()
     if provider not in providers:
@@ -469,6 +486,7 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
     emb_r = r.child("embeddings")
     if embeddings and providers[provider].api is not ProviderApi.OPENAI:
         raise emb_r.fail("embedding models are served by OpenAI-style providers only")
+    structured = _parse_structured_outputs(r.child("structured_outputs"), providers[provider])
     return Model(
         name=name,
         provider=provider,
@@ -476,7 +494,21 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
         price=price,
         context_window=None if cw.value is None else cw.integer(0, minimum=1),
         embeddings=embeddings,
+        structured_outputs=structured,
     )
+
+
+def _parse_structured_outputs(r: Reader, provider: Provider) -> StructuredOutputs:
+    if r.value is None:
+        return StructuredOutputs.TOOL
+    if provider.api is not ProviderApi.ANTHROPIC:
+        raise r.fail("applies to models of Anthropic providers only")
+    value = r.string()
+    try:
+        return StructuredOutputs(value)
+    except ValueError:
+        known = ", ".join(m.value for m in StructuredOutputs)
+        raise r.fail(f"expected one of: {known}; got {value!r}") from None
 
 
 def _parse_candidate(r: Reader, models: Mapping[str, Model]) -> Candidate:
@@ -544,6 +576,7 @@ _TOP_FIELDS = [
     "state",
     "tokenizer",
     "forward_headers",
+    "model_names",
 ]
 
 
@@ -651,6 +684,7 @@ def parse_config(doc: Any) -> GatewayConfig:
         extproc_socket=x_r.child("socket").opt_string(),
         quota=parse_quota_config(root, routes, _parse_key),
         forward_headers=_parse_forward_headers(root),
+        model_names=parse_model_names(root, routes),
     )
 
 

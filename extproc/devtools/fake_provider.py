@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import fake_responses
+from . import fake_answers, fake_responses
 
 _REASONS = {
     200: "OK",
@@ -123,26 +123,6 @@ def _last_user_text(messages: list[Any]) -> str:
                 kinds = [p.get("type") for p in c if isinstance(p, dict)]
                 return "[" + ",".join(str(k) for k in kinds) + "]"
     return ""
-
-
-def _after_tool_result(body: dict[str, Any]) -> bool:
-    """The last message is a tool's result: a model answers it rather than call again."""
-    messages = body.get("messages") or []
-    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
-    if last.get("role") == "tool":  # OpenAI
-        return True
-    content = last.get("content")
-    return (
-        last.get("role") == "user"
-        and isinstance(content, list)
-        and any(isinstance(p, dict) and p.get("type") == "tool_result" for p in content)
-    )
-
-
-def _tool_args(tool_schema: Any) -> dict[str, Any]:
-    props = tool_schema.get("properties", {}) if isinstance(tool_schema, dict) else {}
-    required = tool_schema.get("required", list(props)) if isinstance(tool_schema, dict) else []
-    return {name: "test" for name in required}
 
 
 # What real providers send about the account sidegate's key belongs to.
@@ -448,8 +428,9 @@ class FakeProvider:
         if self.api == "openai" and method == "POST" and path == "/v1/embeddings":
             inputs = body.get("input")
             items = inputs if isinstance(inputs, list) else [inputs]
+            vector = fake_answers.embedding([0.1, -0.2, 0.3], body.get("encoding_format"))
             data = [
-                {"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}
+                {"object": "embedding", "index": i, "embedding": vector}
                 for i in range(len(items))
             ]
             out = {
@@ -483,16 +464,13 @@ class FakeProvider:
     # -- OpenAI ----------------------------------------------------------------
 
     def _reply(self, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        text = f"Hello from {self.name}! You said: {_last_user_text(body.get('messages') or [])}"
-        tools = body.get("tools") or []
-        choice = body.get("tool_choice")
-        if tools and choice not in ("none", {"type": "none"}) and not _after_tool_result(body):
-            tool = tools[0]
-            if self.api == "openai":
-                name, schema = tool["function"]["name"], tool["function"].get("parameters")
-            else:
-                name, schema = tool["name"], tool.get("input_schema")
-            return text, {"name": name, "args": _tool_args(schema)}
+        text = fake_answers.structured_text(body, self.api)
+        if text is None:
+            said = _last_user_text(body.get("messages") or [])
+            text = f"Hello from {self.name}! You said: {said}"
+        tool = fake_answers.chosen_tool(body, self.api)
+        if tool is not None:
+            return text, {"name": tool[0], "args": fake_answers.tool_input(body, tool[1])}
         return text, None
 
     async def _openai_chat(
@@ -661,7 +639,9 @@ class FakeProvider:
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
         out_tokens = len(text.split())
         stop_reason = "tool_use" if call else "end_turn"
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        # A forced tool (tool_choice any or tool) comes with no text before it.
+        forced = call is not None and (body.get("tool_choice") or {}).get("type") in ("any", "tool")
+        content: list[dict[str, Any]] = [] if forced else [{"type": "text", "text": text}]
         if call:
             content.append(
                 {
@@ -723,7 +703,7 @@ class FakeProvider:
             ),
             ev("ping", {"type": "ping"}),
         ]
-        events += [
+        text_events = [
             ev(
                 "content_block_delta",
                 {
@@ -734,7 +714,12 @@ class FakeProvider:
             )
             for w in _words(text)
         ]
-        events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        text_events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        if forced:
+            del events[1]  # the text block's start
+        else:
+            events += text_events
+        tool_index = 0 if forced else 1
         if call:
             args = json.dumps(call["args"])
             half = len(args) // 2
@@ -743,7 +728,7 @@ class FakeProvider:
                     "content_block_start",
                     {
                         "type": "content_block_start",
-                        "index": 1,
+                        "index": tool_index,
                         "content_block": {
                             "type": "tool_use",
                             "id": "toolu_fake1",
@@ -759,12 +744,14 @@ class FakeProvider:
                         "content_block_delta",
                         {
                             "type": "content_block_delta",
-                            "index": 1,
+                            "index": tool_index,
                             "delta": {"type": "input_json_delta", "partial_json": part},
                         },
                     )
                 )
-            events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 1}))
+            events.append(
+                ev("content_block_stop", {"type": "content_block_stop", "index": tool_index})
+            )
         if f.error_event:
             events.insert(
                 3,

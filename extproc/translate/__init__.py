@@ -6,8 +6,11 @@ to the provider stage. A reader looking for a provider quirk finds it in the
 module named for the API pair.
 """
 
+from typing import Any
+
 from ..apis import ClientApi
-from ..config import ProviderApi, ResponsesSupport
+from ..config import ProviderApi, ResponsesSupport, StructuredOutputs
+from ..errors import GatewayError
 from .anthropic_anthropic import AnthropicToAnthropic
 from .exchange import AttemptContext, Exchange, Outbound
 from .openai_anthropic import OpenAIToAnthropic
@@ -30,6 +33,16 @@ def can_serve(client_api: ClientApi, provider_api: ProviderApi) -> bool:
     return (client_api, provider_api) in _PAIRS
 
 
+def refusal(
+    client_api: ClientApi,
+    provider_api: ProviderApi,
+    structured: StructuredOutputs,
+    body: dict[str, Any],
+) -> GatewayError | None:
+    """Why a provider of this API cannot serve ``body`` (None: it can)."""
+    return _PAIRS[(client_api, provider_api)].refusal(body, structured)
+
+
 def exchange_for(ctx: AttemptContext) -> Exchange:
     if (
         ctx.client_api is ClientApi.OPENAI_RESPONSES
@@ -40,4 +53,4 @@ def exchange_for(ctx: AttemptContext) -> Exchange:
     return _PAIRS[(ctx.client_api, ctx.provider.api)](ctx)
 
 
-__all__ = ["AttemptContext", "Exchange", "Outbound", "can_serve", "exchange_for"]
+__all__ = ["AttemptContext", "Exchange", "Outbound", "can_serve", "exchange_for", "refusal"]

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..apis import ClientApi, ErrorStyle
-from ..config import Defaults, Model, Provider
-from ..errors import anthropic_error_body, openai_error_body
+from ..config import Defaults, Model, Provider, StructuredOutputs
+from ..errors import GatewayError, anthropic_error_body, openai_error_body
 from ..sse import DEFAULT_MAX_EVENT_BYTES, Event, EventTooLarge, SSEDecoder
 from ..usage import Usage
 
@@ -107,6 +107,15 @@ class Exchange(abc.ABC):
         self.scrub_error: Callable[[bytes], bytes] = bytes
 
     # -- request ---------------------------------------------------------------
+
+    @classmethod
+    def refusal(cls, body: dict[str, Any], structured: StructuredOutputs) -> GatewayError | None:
+        """Why this pair cannot translate ``body`` (None: it can), asked before routing.
+
+        The policy stage asks it of each capability of a plan so that a request
+        goes to the candidates that can serve it (``routing``).
+        """
+        return None
 
     @abc.abstractmethod
     def request(self) -> Outbound: ...

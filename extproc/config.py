@@ -84,6 +84,9 @@ class Model:
     price: Price = field(default_factory=Price)
     context_window: int | None = None
     embeddings: bool = False  # an embedding model, served on /v1/embeddings only
+    # An OpenAI-style model that takes reasoning_effort: an Anthropic client's
+    # `thinking` becomes one (other models answer without extended thinking).
+    reasoning: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,7 +416,7 @@ def _parse_provider(name: str, r: Reader) -> Provider:
 def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Model:
     if not _MODEL_NAME.match(name):
         raise r.fail("model names are letters, digits and . _ : / @ + - (max 128)")
-    r.mapping(["provider", "id", "price", "context_window", "embeddings"])
+    r.mapping(["provider", "id", "price", "context_window", "embeddings", "reasoning"])
     prov_r = r.child("provider")
     provider = prov_r.string()
     if provider not in providers:
@@ -431,6 +434,12 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
     emb_r = r.child("embeddings")
     if embeddings and providers[provider].api is not ProviderApi.OPENAI:
         raise emb_r.fail("embedding models are served by OpenAI-style providers only")
+    reasoning_r = r.child("reasoning")
+    reasoning = reasoning_r.boolean(False)
+    if reasoning and providers[provider].api is not ProviderApi.OPENAI:
+        raise reasoning_r.fail(
+            "only OpenAI-style models take reasoning_effort; Anthropic models take thinking as is"
+        )
     return Model(
         name=name,
         provider=provider,
@@ -438,6 +447,7 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
         price=price,
         context_window=None if cw.value is None else cw.integer(0, minimum=1),
         embeddings=embeddings,
+        reasoning=reasoning,
     )
 
 

@@ -9,6 +9,7 @@ module named for the API pair.
 from ..apis import ClientApi
 from ..config import ProviderApi
 from .anthropic_anthropic import AnthropicToAnthropic
+from .anthropic_openai import AnthropicToOpenAI
 from .exchange import AttemptContext, Exchange, Outbound
 from .openai_anthropic import OpenAIToAnthropic
 from .openai_openai import OpenAIToOpenAI
@@ -18,6 +19,7 @@ _PAIRS: dict[tuple[ClientApi, ProviderApi], type[Exchange]] = {
     (ClientApi.OPENAI_EMBEDDINGS, ProviderApi.OPENAI): OpenAIToOpenAI,
     (ClientApi.OPENAI_CHAT, ProviderApi.ANTHROPIC): OpenAIToAnthropic,
     (ClientApi.ANTHROPIC_MESSAGES, ProviderApi.ANTHROPIC): AnthropicToAnthropic,
+    (ClientApi.ANTHROPIC_MESSAGES, ProviderApi.OPENAI): AnthropicToOpenAI,
 }
 
 

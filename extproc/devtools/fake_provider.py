@@ -123,9 +123,114 @@ def _last_user_text(messages: list[Any]) -> str:
 
 
 def _tool_args(tool_schema: Any) -> dict[str, Any]:
-    props = tool_schema.get("properties", {}) if isinstance(tool_schema, dict) else {}
-    required = tool_schema.get("required", list(props)) if isinstance(tool_schema, dict) else []
-    return {name: "test" for name in required}
+    args = _sample(tool_schema, tool_schema)
+    return args if isinstance(args, dict) else {}
+
+
+def _sample(schema: Any, root: Any, depth: int = 0) -> Any:
+    """A value of ``schema``'s type (required properties only), as a model would fill it in.
+
+    Strings are "test" (tests assert on it); ``$ref`` into ``$defs`` is
+    followed, as SDKs write nested Pydantic models that way.
+    """
+    if not isinstance(schema, dict) or depth > 8:
+        return "test"
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/") and isinstance(root, dict):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        return _sample(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or [] if o.get("type") != "null"]
+        if options:
+            return _sample(options[0], root, depth + 1)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        required = schema.get("required", list(props))
+        return {name: _sample(props.get(name), root, depth + 1) for name in required}
+    if kind == "array":
+        return [_sample(schema.get("items"), root, depth + 1)]
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "test")
+
+
+def _tool_result_text(messages: list[Any]) -> str | None:
+    """The text of the tool results the conversation ends with (OpenAI or Anthropic), or None.
+
+    A model that got its tool's answer replies with text instead of calling again.
+    """
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict):
+        return None
+    if last.get("role") == "tool":
+        results: list[str] = []
+        for m in reversed(messages):
+            if not isinstance(m, dict) or m.get("role") != "tool":
+                break
+            results.insert(0, _text_of(m.get("content")))
+        return " ".join(results)
+    content = last.get("content")
+    if last.get("role") == "user" and isinstance(content, list):
+        results = [
+            _text_of(b.get("content"))
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "tool_result"
+        ]
+        said = any(isinstance(b, dict) and b.get("type") == "text" for b in content)
+        # A user who wrote something besides the results is answered as usual.
+        return " ".join(results) if results and not said else None
+    return None
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def _chosen_tool(tools: list[Any], choice: Any) -> Any:
+    """The tool ``tool_choice`` names (OpenAI or Anthropic form), else the first, or None."""
+    if choice in ("none", {"type": "none"}):
+        return None
+    name = None
+    if isinstance(choice, dict):
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else choice.get("name")
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        if name is None or fn.get("name") == name:
+            return tool
+    return None
+
+
+def _structured_text(body: dict[str, Any]) -> str | None:
+    """JSON of the requested format (OpenAI response_format, Anthropic output_config)."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        return json.dumps(_sample(schema, schema))
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        return json.dumps({"answer": "test"})
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        return json.dumps(_sample(fmt.get("schema"), fmt.get("schema")))
+    return None
+
+
+def _count_tokens(body: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic's count_tokens answer: a token per word of the JSON, plus 7 (a marker)."""
+    words = json.dumps([body.get("system"), body.get("messages"), body.get("tools")]).split()
+    return {"input_tokens": len(words) + 7}
 
 
 # What real providers send about the account sidegate's key belongs to.
@@ -437,6 +542,9 @@ class FakeProvider:
             }
             await self._send(writer, 200, json.dumps(out).encode())
             return True
+        if self.api == "anthropic" and method == "POST" and path == "/v1/messages/count_tokens":
+            await self._send(writer, 200, json.dumps(_count_tokens(body)).encode())
+            return True
         if self.api == "anthropic" and method == "POST" and path == "/v1/messages":
             if not isinstance(body.get("max_tokens"), int):
                 await self._send(writer, 400, self._error(400, "max_tokens: Field required"))
@@ -460,11 +568,16 @@ class FakeProvider:
     # -- OpenAI ----------------------------------------------------------------
 
     def _reply(self, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        text = f"Hello from {self.name}! You said: {_last_user_text(body.get('messages') or [])}"
-        tools = body.get("tools") or []
-        choice = body.get("tool_choice")
-        if tools and choice not in ("none", {"type": "none"}):
-            tool = tools[0]
+        messages = body.get("messages") or []
+        text = f"Hello from {self.name}! You said: {_last_user_text(messages)}"
+        structured = _structured_text(body)
+        if structured is not None:
+            return structured, None
+        results = _tool_result_text(messages)
+        if results is not None:
+            return f"Hello from {self.name}! The tool said: {results}", None
+        tool = _chosen_tool(body.get("tools") or [], body.get("tool_choice"))
+        if tool is not None:
             if self.api == "openai":
                 name, schema = tool["function"]["name"], tool["function"].get("parameters")
             else:

@@ -9,6 +9,7 @@ module named for the API pair.
 from ..apis import ClientApi
 from ..config import ProviderApi
 from .anthropic_anthropic import AnthropicToAnthropic
+from .anthropic_count_tokens import AnthropicCountTokens
 from .anthropic_openai import AnthropicToOpenAI
 from .exchange import AttemptContext, Exchange, Outbound
 from .openai_anthropic import OpenAIToAnthropic
@@ -20,6 +21,8 @@ _PAIRS: dict[tuple[ClientApi, ProviderApi], type[Exchange]] = {
     (ClientApi.OPENAI_CHAT, ProviderApi.ANTHROPIC): OpenAIToAnthropic,
     (ClientApi.ANTHROPIC_MESSAGES, ProviderApi.ANTHROPIC): AnthropicToAnthropic,
     (ClientApi.ANTHROPIC_MESSAGES, ProviderApi.OPENAI): AnthropicToOpenAI,
+    # Other providers have no count_tokens: pipeline.count_tokens estimates for them.
+    (ClientApi.ANTHROPIC_COUNT_TOKENS, ProviderApi.ANTHROPIC): AnthropicCountTokens,
 }
 
 

@@ -87,6 +87,9 @@ class Model:
     # An OpenAI-style model that takes reasoning_effort: an Anthropic client's
     # `thinking` becomes one (other models answer without extended thinking).
     reasoning: bool = False
+    # The most output tokens the model gives: a larger max_tokens is lowered to
+    # it where sidegate translates the request (Claude Code asks 32,000 of any model).
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,7 +419,17 @@ def _parse_provider(name: str, r: Reader) -> Provider:
 def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Model:
     if not _MODEL_NAME.match(name):
         raise r.fail("model names are letters, digits and . _ : / @ + - (max 128)")
-    r.mapping(["provider", "id", "price", "context_window", "embeddings", "reasoning"])
+    r.mapping(
+        [
+            "provider",
+            "id",
+            "price",
+            "context_window",
+            "embeddings",
+            "reasoning",
+            "max_output_tokens",
+        ]
+    )
     prov_r = r.child("provider")
     provider = prov_r.string()
     if provider not in providers:
@@ -434,6 +447,7 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
     emb_r = r.child("embeddings")
     if embeddings and providers[provider].api is not ProviderApi.OPENAI:
         raise emb_r.fail("embedding models are served by OpenAI-style providers only")
+    mo = r.child("max_output_tokens")
     reasoning_r = r.child("reasoning")
     reasoning = reasoning_r.boolean(False)
     if reasoning and providers[provider].api is not ProviderApi.OPENAI:
@@ -448,6 +462,7 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
         context_window=None if cw.value is None else cw.integer(0, minimum=1),
         embeddings=embeddings,
         reasoning=reasoning,
+        max_output_tokens=None if mo.value is None else mo.integer(0, minimum=1),
     )
 
 

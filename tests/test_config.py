@@ -87,6 +87,16 @@ BAD = [
         {"input_per_mtok": -1},
         "models.gpt-4o.price.input_per_mtok: expected a number >= 0",
     ),
+    (
+        "models.claude",
+        {"provider": "anthropic", "reasoning": True},
+        "models.claude.reasoning: only OpenAI-style models take reasoning_effort",
+    ),
+    (
+        "models.gpt-4o",
+        {"provider": "openai", "max_output_tokens": 0},
+        "models.gpt-4o.max_output_tokens: expected an integer >= 1, got 0",
+    ),
     ("routes.smart.groups", [["nope"]], "routes.smart.groups[0][0]: no model named 'nope'"),
     (
         "routes.smart.groups",

@@ -167,7 +167,12 @@ def test_untranslatable_request_is_refused_in_anthropic_format(
 @pytest.fixture(scope="module")
 def thinking_gateway(fakes: dict[str, FakeProvider]) -> Iterator[GatewayProcess]:
     doc = gateway_doc(fakes)
-    doc["models"]["o4"] = {"provider": "openai-a", "id": "o4-mini", "reasoning": True}
+    doc["models"]["o4"] = {
+        "provider": "openai-a",
+        "id": "o4-mini",
+        "reasoning": True,
+        "max_output_tokens": 16384,
+    }
     doc["routes"]["think"] = [["o4"]]
     gw = GatewayProcess(doc).start()
     yield gw
@@ -194,3 +199,19 @@ def test_thinking_becomes_reasoning_effort_where_the_model_takes_it(
         )
     assert msg.content[-1].type == "text"
     assert fakes["oa"].requests[-1].json().get("reasoning_effort") == effort
+
+
+def test_max_tokens_lowered_to_the_models_output_limit(
+    thinking_gateway: GatewayProcess, fakes: dict[str, FakeProvider]
+) -> None:
+    # Claude Code asks 32,000 output tokens of any model; o4 here gives 16,384.
+    with anthropic.Anthropic(
+        base_url=f"{thinking_gateway.base}/anthropic", api_key="x", max_retries=0
+    ) as c:
+        with c.messages.stream(
+            model="think", max_tokens=32000, messages=[{"role": "user", "content": "x"}]
+        ) as s:
+            assert s.get_final_message().stop_reason == "end_turn"
+        c.messages.create(model="think", max_tokens=100, messages=[{"role": "user", "content": "x"}])
+    sent = [r.json()["max_completion_tokens"] for r in fakes["oa"].requests[-2:]]
+    assert sent == [16384, 100]

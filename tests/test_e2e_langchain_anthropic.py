@@ -80,7 +80,9 @@ def test_stream(chat: tuple[Any, str]) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
-def test_tool_round_trip(chat: tuple[Any, str], fakes: dict[str, FakeProvider], stream: bool) -> None:
+def test_tool_round_trip(
+    chat: tuple[Any, str], fakes: dict[str, FakeProvider], stream: bool
+) -> None:
     llm, fake = chat
     bound = llm.bind_tools([get_weather])
     question = HumanMessage("What is the weather in Paris for 3 days?")

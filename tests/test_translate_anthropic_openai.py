@@ -13,8 +13,11 @@ import anthropic.types as at
 import pydantic
 import pytest
 
+from extproc.apis import ClientApi
+from extproc.config import parse_config
 from extproc.errors import GatewayError
 from extproc.sse import SSEDecoder
+from extproc.translate import AttemptContext, exchange_for
 from extproc.translate.anthropic_openai import (
     translate_error,
     translate_request,
@@ -415,9 +418,7 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
             "messages": [
                 {
                     "role": "user",
-                    "content": [
-                        {"type": "image", "source": {"type": "file", "file_id": "file_1"}}
-                    ],
+                    "content": [{"type": "image", "source": {"type": "file", "file_id": "file_1"}}],
                 }
             ]
         },
@@ -551,7 +552,12 @@ RESPONSES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                     "name": "get_weather",
                     "input": {"city": "Paris"},
                 },
-                {"type": "tool_use", "id": "call_b", "name": "get_weather", "input": {"city": "Rome"}},
+                {
+                    "type": "tool_use",
+                    "id": "call_b",
+                    "name": "get_weather",
+                    "input": {"city": "Rome"},
+                },
             ],
             "stop_reason": "tool_use",
             "stop_sequence": None,
@@ -781,8 +787,7 @@ def test_error_chunk_mid_stream() -> None:
     raw = (
         _chunk({"role": "assistant", "content": "Hi"})
         + 'data: {"error": {"message": "Rate limit reached", "type": "rate_limit_error",'
-        ' "param": null, "code": "rate_limit_exceeded"}}\n\n'
-        + _chunk({"content": "never seen"})
+        ' "param": null, "code": "rate_limit_exceeded"}}\n\n' + _chunk({"content": "never seen"})
     ).encode()
     events, _ = _translate_stream(raw, 5)
     assert events[-1] == (
@@ -857,3 +862,49 @@ def test_refusal_stream() -> None:
 def test_error(status: int, body: bytes, expected: dict[str, Any]) -> None:
     out = json.loads(translate_error(status, body, "p"))
     assert out == {"type": "error", "error": expected}
+
+
+@pytest.mark.parametrize(
+    ("api", "provider", "body", "key"),
+    [
+        (
+            ClientApi.ANTHROPIC_MESSAGES,
+            "oa",
+            {"model": "r", "max_tokens": 32000, "messages": [{"role": "user", "content": "x"}]},
+            "max_completion_tokens",
+        ),
+        (
+            ClientApi.OPENAI_CHAT,
+            "an",
+            {"model": "r", "max_tokens": 32000, "messages": [{"role": "user", "content": "x"}]},
+            "max_tokens",
+        ),
+    ],
+    ids=["anthropic_client", "openai_client"],
+)
+def test_max_output_tokens_lowers_what_a_translated_request_asks(
+    api: ClientApi, provider: str, body: dict[str, Any], key: str
+) -> None:
+    config = parse_config(
+        {
+            "providers": {
+                "oa": {"api": "openai", "base_url": "https://o.test/v1", "keys": [{"env": "K"}]},
+                "an": {"api": "anthropic", "base_url": "https://a.test", "keys": [{"env": "K"}]},
+            },
+            "models": {
+                "m": {"provider": provider, "id": "m-1", "max_output_tokens": 8192},
+            },
+        }
+    )
+    for asked, sent in ((32000, 8192), (100, 100)):
+        ctx = AttemptContext(
+            client_api=api,
+            body={**body, "max_tokens": asked},
+            raw="",
+            provider=config.providers[provider],
+            model=config.models["m"],
+            stream=False,
+            include_usage=False,
+            defaults=config.defaults,
+        )
+        assert json.loads(exchange_for(ctx).request().body)[key] == sent

@@ -479,6 +479,9 @@ class AnthropicToOpenAI(Exchange):
     def request(self) -> Outbound:
         ctx = self.ctx
         body = translate_request(ctx.body, ctx.model.id, reasoning=ctx.model.reasoning)
+        limit = ctx.model.max_output_tokens
+        if limit is not None and body.get("max_completion_tokens", 0) > limit:
+            body["max_completion_tokens"] = limit
         return Outbound(path=ctx.provider.base_path + "/chat/completions", body=dumps(body))
 
     def json_response(self, body: dict[str, Any]) -> bytes:

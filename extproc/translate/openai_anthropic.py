@@ -509,6 +509,9 @@ class OpenAIToAnthropic(Exchange):
     def request(self) -> Outbound:
         ctx = self.ctx
         body = translate_request(ctx.body, ctx.model.id, ctx.defaults.anthropic_max_tokens)
+        limit = ctx.model.max_output_tokens
+        if limit is not None and body["max_tokens"] > limit:
+            body["max_tokens"] = limit
         return Outbound(path=ctx.provider.base_path + "/v1/messages", body=dumps(body))
 
     def json_response(self, body: dict[str, Any]) -> bytes:

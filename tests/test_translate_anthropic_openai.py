@@ -363,6 +363,20 @@ def test_request(name: str, anthropic: dict[str, Any], openai: dict[str, Any]) -
     assert translate_request(anthropic, "gpt-x") == openai
 
 
+def test_long_user_id_goes_hashed() -> None:
+    # Claude Code's user_id; OpenAI refuses a `user` over 64 characters.
+    claude_code = (
+        '{"device_id":"' + "ab" * 32 + '","account_uuid":"3f1c2d4e-0000-4000-8000-000000000001",'
+        '"session_id":"9a8b7c6d-0000-4000-8000-000000000002"}'
+    )
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    sent = translate_request({**body, "metadata": {"user_id": claude_code}}, "gpt-x")["user"]
+    assert len(sent) == 64 and sent != claude_code[:64]
+    again = translate_request({**body, "metadata": {"user_id": claude_code}}, "gpt-x")["user"]
+    assert sent == again  # stable: the same caller is the same user to the provider
+    assert translate_request({**body, "metadata": {"user_id": "u-1"}}, "gpt-x")["user"] == "u-1"
+
+
 THINKING = {
     "model": "m",
     "max_tokens": 20000,

@@ -21,6 +21,7 @@ tokens out of ``input_tokens`` as Anthropic reports them. The stream is in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -37,8 +38,9 @@ from .anthropic_openai_stream import (
 )
 from .exchange import Exchange, Outbound, dumps, error_text
 
-# OpenAI refuses a request with more stop sequences than this.
+# OpenAI refuses a request with more stop sequences than this, or a longer user.
 MAX_STOP = 4
+MAX_USER = 64
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 # Thinking budgets → OpenAI's reasoning_effort: under 4k tokens is a light
 # think, under 16k a medium one, anything above is Anthropic's "think hard".
@@ -321,6 +323,18 @@ def _response_format(config: Any) -> dict[str, Any] | None:
     }
 
 
+def _openai_user(user_id: str) -> str:
+    """Anthropic's user_id as OpenAI's ``user``, which OpenAI caps at 64 characters.
+
+    Claude Code sends about 150 (device, account and session ids): a longer id
+    goes as its SHA-256, the same for the same id and as opaque as Anthropic
+    asks the id to be.
+    """
+    if len(user_id) <= MAX_USER:
+        return user_id
+    return hashlib.sha256(user_id.encode("utf-8", "backslashreplace")).hexdigest()
+
+
 def translate_request(
     body: dict[str, Any], model_id: str, *, reasoning: bool = False
 ) -> dict[str, Any]:
@@ -392,7 +406,7 @@ def translate_request(
     metadata = body.get("metadata")
     user = metadata.get("user_id") if isinstance(metadata, dict) else None
     if isinstance(user, str) and user:
-        out["user"] = user
+        out["user"] = _openai_user(user)
     if body.get("stream") is True:
         out["stream"] = True
         # Usage comes in a last chunk only when asked for; sidegate counts it.

@@ -2,10 +2,15 @@
 
 For tests, benchmarks and local work without keys. It answers
 ``POST /v1/chat/completions`` and ``/v1/embeddings`` (OpenAI) or
-``POST /v1/messages`` (Anthropic), streamed or not, with exact SSE framing, and
+``POST /v1/messages`` and ``/v1/messages/count_tokens`` (Anthropic), streamed
+or not, with exact SSE framing, and
 ``GET /v1/models`` (both), which checks the key like every other endpoint (what
 ``sidegate config check --probe`` calls). With a certificate and key it serves
 HTTPS, as every real provider does, and records the SNI name each client sent.
+As a model would, it calls the tool ``tool_choice`` names (else the first),
+with arguments of the schema's types, answers tool results with text, and
+answers a requested JSON schema (``response_format``, ``output_config``) with
+JSON of it.
 
 Faults come from a request header named for the fake, so that one request can
 make the first provider fail and the fallback succeed::

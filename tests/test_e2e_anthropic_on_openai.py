@@ -12,7 +12,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from extproc.devtools.fake_provider import FakeProvider
+from extproc.devtools.fake_provider import REASONING, FakeProvider
 from tests.conftest import KEYS, gateway_doc
 from tests.harness import GatewayProcess
 
@@ -215,3 +215,29 @@ def test_max_tokens_lowered_to_the_models_output_limit(
         c.messages.create(model="think", max_tokens=100, messages=[{"role": "user", "content": "x"}])
     sent = [r.json()["max_completion_tokens"] for r in fakes["oa"].requests[-2:]]
     assert sent == [16384, 100]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_reasoning_the_provider_returns_comes_back_as_a_thinking_block(
+    thinking_gateway: GatewayProcess, stream: bool
+) -> None:
+    kwargs: dict[str, Any] = {
+        "model": "think",
+        "max_tokens": 8000,
+        "thinking": {"type": "enabled", "budget_tokens": 2000},
+        "messages": [{"role": "user", "content": "hello"}],
+        "extra_headers": {"x-fake-fault-oa": "reasoning=1"},
+    }
+    with anthropic.Anthropic(
+        base_url=f"{thinking_gateway.base}/anthropic", api_key="x", max_retries=0
+    ) as c:
+        if stream:
+            with c.messages.stream(**kwargs) as s:
+                thought = "".join(e.thinking for e in s if e.type == "thinking")
+                msg = s.get_final_message()
+            assert thought == REASONING
+        else:
+            msg = c.messages.create(**kwargs)
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    assert msg.content[0].thinking == REASONING
+    assert msg.content[1].text == "Hello from oa! You said: hello"

@@ -26,6 +26,7 @@ make the first provider fail and the fallback succeed::
     x-fake-fault-<name>: write_size=16384         # body written in pieces of this size
     x-fake-fault-<name>: echo_key=1               # the reply quotes its key, whole and masked
     x-fake-fault-<name>: account_headers=1        # set-cookie, openai-organization, ...
+    x-fake-fault-<name>: reasoning=1              # OpenAI: reasoning_content, as vLLM/DeepSeek send
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class Faults:
     write_size: int = 0
     echo_key: bool = False
     account_headers: bool = False
+    reasoning: bool = False
     # The key this request came with, for echo_key (set by the server, not parsed).
     received_key: str = ""
 
@@ -105,7 +107,7 @@ class Faults:
                 f.only_model = v
             elif key in ("cache_read", "cache_creation", "big_event", "write_size"):
                 setattr(f, key, int(v))
-            elif key in ("echo_key", "account_headers"):
+            elif key in ("echo_key", "account_headers", "reasoning"):
                 setattr(f, key, v not in ("", "0", "false"))
         return f
 
@@ -236,6 +238,10 @@ def _count_tokens(body: dict[str, Any]) -> dict[str, Any]:
     """Anthropic's count_tokens answer: a token per word of the JSON, plus 7 (a marker)."""
     words = json.dumps([body.get("system"), body.get("messages"), body.get("tools")]).split()
     return {"input_tokens": len(words) + 7}
+
+
+# What an OpenAI-compatible reasoning server returns beside the answer (reasoning=1).
+REASONING = "The user greets me; I greet back."
 
 
 # What real providers send about the account sidegate's key belongs to.
@@ -611,6 +617,8 @@ class FakeProvider:
                 "content": None if call else text,
                 "refusal": None,
             }
+            if f.reasoning:
+                message["reasoning_content"] = REASONING
             if call:
                 message["tool_calls"] = [
                     {
@@ -655,6 +663,8 @@ class FakeProvider:
             return b"data: " + json.dumps(c).encode() + b"\n\n"
 
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        if f.reasoning:
+            events += [chunk({"reasoning_content": w}) for w in _words(REASONING)]
         if call:
             args = json.dumps(call["args"])
             events.append(

@@ -922,3 +922,44 @@ def test_max_output_tokens_lowers_what_a_translated_request_asks(
             defaults=config.defaults,
         )
         assert json.loads(exchange_for(ctx).request().body)[key] == sent
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_the_exchange_keeps_what_the_response_says_about_itself(stream: bool) -> None:
+    config = parse_config(
+        {
+            "providers": {
+                "oa": {"api": "openai", "base_url": "https://o.test/v1", "keys": [{"env": "K"}]}
+            },
+            "models": {"m": {"provider": "oa", "id": "gpt-x"}},
+        }
+    )
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    ctx = AttemptContext(
+        client_api=ClientApi.ANTHROPIC_MESSAGES,
+        body={**body, "stream": stream},
+        raw="",
+        provider=config.providers["oa"],
+        model=config.models["m"],
+        stream=stream,
+        include_usage=False,
+        defaults=config.defaults,
+        response_meta=True,
+    )
+    exchange = exchange_for(ctx)
+    if stream:
+        exchange.begin_response(200, "text/event-stream")
+        out = b""
+        for i in range(0, len(OPENAI_STREAM), 9):
+            out += exchange.feed(OPENAI_STREAM[i : i + 9])
+        out += exchange.finish()
+        assert out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    else:
+        exchange.begin_response(200, "application/json")
+        exchange.feed(json.dumps(RESPONSES[0][1]).encode())
+        assert json.loads(exchange.finish()) == RESPONSES[0][2]
+    expected_id = "chatcmpl-s1" if stream else "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"
+    assert exchange.response_id == expected_id
+    assert exchange.response_model == "gpt-4.1-2025-04-14"
+    assert exchange.finish_reasons == (["tool_calls"] if stream else ["stop"])
+    assert exchange.usage is not None and exchange.usage.input_tokens > 0

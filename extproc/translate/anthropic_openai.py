@@ -36,7 +36,7 @@ from .anthropic_openai_stream import (
     reasoning_text,
     usage_from,
 )
-from .exchange import Exchange, Outbound, dumps, error_text
+from .exchange import META_CHARS, Exchange, Outbound, dumps, error_text, read_meta
 
 # OpenAI refuses a request with more stop sequences than this, or a longer user.
 MAX_STOP = 4
@@ -500,6 +500,9 @@ class AnthropicToOpenAI(Exchange):
 
     def json_response(self, body: dict[str, Any]) -> bytes:
         out, self.usage = translate_response(body)
+        choices = body.get("choices")
+        found = [c.get("finish_reason") for c in choices or [] if isinstance(c, dict)]
+        read_meta(self, body, [r for r in found if isinstance(r, str) and r])
         return dumps(out)
 
     def stream_event(self, event: Event) -> bytes:
@@ -510,8 +513,13 @@ class AnthropicToOpenAI(Exchange):
         chunk = parse_chunk(event.data)
         if chunk is None:
             return b""
+        first = not self._stream.started
         out = self._stream.chunk(chunk)
         self.usage = self._stream.usage
+        if first:
+            read_meta(self, chunk)
+        if self._stream.finish is not None:
+            self.finish_reasons = [self._stream.finish[:META_CHARS]]
         return out
 
     def stream_end(self, pending: bytes) -> bytes:

@@ -241,3 +241,25 @@ def test_reasoning_the_provider_returns_comes_back_as_a_thinking_block(
     assert [b.type for b in msg.content] == ["thinking", "text"]
     assert msg.content[0].thinking == REASONING
     assert msg.content[1].text == "Hello from oa! You said: hello"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_failover_from_anthropic_to_openai_translates_the_retry(
+    client: anthropic.Anthropic, fakes: dict[str, FakeProvider], stream: bool
+) -> None:
+    # smart: claude-sonnet first, gpt-4o on a retry. The Anthropic provider fails.
+    kwargs: dict[str, Any] = {
+        "model": "smart",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "fail over"}],
+        "extra_headers": {"x-fake-fault-an": "status=503"},
+    }
+    if stream:
+        with client.messages.stream(**kwargs) as s:
+            msg = s.get_final_message()
+    else:
+        msg = client.messages.create(**kwargs)
+    assert msg.content[0].type == "text"
+    assert msg.content[0].text == "Hello from oa! You said: fail over"
+    assert [r.path for r in fakes["an"].requests] == ["/v1/messages"]
+    assert fakes["oa"].requests[-1].json()["max_completion_tokens"] == 64

@@ -113,6 +113,12 @@ class Model:
     embeddings: bool = False  # an embedding model, served on /v1/embeddings only
     # How an Anthropic model answers an OpenAI response_format json_schema.
     structured_outputs: StructuredOutputs = StructuredOutputs.TOOL
+    # An OpenAI-style model that takes reasoning_effort: an Anthropic client's
+    # `thinking` becomes one (other models answer without extended thinking).
+    reasoning: bool = False
+    # The most output tokens the model gives: a larger max_tokens is lowered to
+    # it where sidegate translates the request (Claude Code asks 32,000 of any model).
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,7 +474,18 @@ def _parse_provider(name: str, r: Reader) -> Provider:
 def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Model:
     if not _MODEL_NAME.match(name):
         raise r.fail("model names are letters, digits and . _ : / @ + - (max 128)")
-    r.mapping(["provider", "id", "price", "context_window", "embeddings", "structured_outputs"])
+    r.mapping(
+        [
+            "provider",
+            "id",
+            "price",
+            "context_window",
+            "embeddings",
+            "structured_outputs",
+            "reasoning",
+            "max_output_tokens",
+        ]
+    )
     prov_r = r.child("provider")
     provider = prov_r.string()
     if provider not in providers:
@@ -487,6 +504,13 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
     if embeddings and providers[provider].api is not ProviderApi.OPENAI:
         raise emb_r.fail("embedding models are served by OpenAI-style providers only")
     structured = _parse_structured_outputs(r.child("structured_outputs"), providers[provider])
+    mo = r.child("max_output_tokens")
+    reasoning_r = r.child("reasoning")
+    reasoning = reasoning_r.boolean(False)
+    if reasoning and providers[provider].api is not ProviderApi.OPENAI:
+        raise reasoning_r.fail(
+            "only OpenAI-style models take reasoning_effort; Anthropic models take thinking as is"
+        )
     return Model(
         name=name,
         provider=provider,
@@ -495,6 +519,8 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
         context_window=None if cw.value is None else cw.integer(0, minimum=1),
         embeddings=embeddings,
         structured_outputs=structured,
+        reasoning=reasoning,
+        max_output_tokens=None if mo.value is None else mo.integer(0, minimum=1),
     )
 
 

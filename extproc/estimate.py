@@ -228,7 +228,7 @@ def _responses(body: dict[str, Any], count: Counter) -> int:
 
 def output_tokens(api: ClientApi, body: dict[str, Any], default: int) -> int:
     """The most output tokens the request allows (``default`` when it sets no limit)."""
-    if api is ClientApi.OPENAI_EMBEDDINGS:
+    if api in (ClientApi.OPENAI_EMBEDDINGS, ClientApi.ANTHROPIC_COUNT_TOKENS):
         return 0
     if api is ClientApi.ANTHROPIC_MESSAGES:
         # Required by the API; it covers any thinking budget too.

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import model_list, pipeline
+from . import model_list, model_list_anthropic, pipeline
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
 from .quota.enforcer import QuotaEnforcer
@@ -111,6 +111,8 @@ class Gateway:
         }
         self.model_cards = model_list.cards(config)
         self.models_body = model_list.list_body(config)
+        self.anthropic_model_cards = model_list_anthropic.cards(config)
+        self.anthropic_models_body = model_list_anthropic.list_body(config)
         self._update_needs()  # a listener's needs may follow the config
 
     async def close(self) -> None:

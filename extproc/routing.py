@@ -1,8 +1,8 @@
 """Which providers may answer which request: the plan both Envoy and the stages follow.
 
 A route (``smart``) asked for through one client API keeps only the candidates
-that API can reach (embeddings only from embedding models, Anthropic Messages
-only from Anthropic providers). Each surviving (route, API) pair becomes one
+that API can reach (embeddings only from embedding models; chat and Messages
+from any provider a ``translate`` pair can reach). Each surviving (route, API) pair becomes one
 Envoy route with its own priority groups, so "this provider cannot serve this
 request" is settled before the router, where Envoy can still fail over.
 

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from . import rawjson
-from .apis import ClientApi
+from .apis import ClientApi, ErrorStyle
 from .errors import ECHO_LIMIT, GatewayError, clip
 
 # Deepest nesting of arrays and objects a request body may have. Real requests
@@ -172,7 +172,7 @@ def check(api: ClientApi, body: dict[str, Any]) -> None:
         raise _bad("missing required field 'messages'", "messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty list", "messages")
-    anthropic = api is ClientApi.ANTHROPIC_MESSAGES
+    anthropic = api.error_style is ErrorStyle.ANTHROPIC
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise _bad(f"messages[{i}] must be an object with a 'role'", f"messages[{i}]")
@@ -231,7 +231,7 @@ def wants_usage(api: ClientApi, body: dict[str, Any]) -> bool:
     """Whether an OpenAI streaming client asked for the final usage chunk."""
     options = body.get("stream_options")
     return (
-        api is not ClientApi.ANTHROPIC_MESSAGES
+        api.error_style is not ErrorStyle.ANTHROPIC
         and isinstance(options, dict)
         and (options.get("include_usage") is True)
     )

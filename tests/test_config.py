@@ -96,6 +96,14 @@ BAD = [
         "providers.anthropic.responses",
         "native",
         "providers.anthropic.responses: only OpenAI-style providers (api: openai) take this field",
+        "models.claude",
+        {"provider": "anthropic", "reasoning": True},
+        "models.claude.reasoning: only OpenAI-style models take reasoning_effort",
+    ),
+    (
+        "models.gpt-4o",
+        {"provider": "openai", "max_output_tokens": 0},
+        "models.gpt-4o.max_output_tokens: expected an integer >= 1, got 0",
     ),
     ("routes.smart.groups", [["nope"]], "routes.smart.groups[0][0]: no model named 'nope'"),
     (

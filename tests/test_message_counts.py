@@ -24,7 +24,7 @@ import pytest
 
 from extproc.devtools.fake_provider import FakeProvider
 from tests.conftest import gateway_doc
-from tests.harness import GatewayProcess
+from tests.harness import GatewayProcess, wait_until
 
 # Quotas that never deny, on every model: what is measured is their cost in messages.
 QUOTAS: list[dict[str, Any]] = [
@@ -61,6 +61,8 @@ SHAPES = [
     Shape("responses_passthrough", "openai-responses", "gpt-4o", False, "oa"),
     Shape("responses_passthrough_stream", "openai-responses", "gpt-4o", True, "oa"),
     Shape("responses_to_anthropic_stream", "openai-responses", "claude-sonnet", True, "an"),
+    Shape("anthropic_to_openai", "anthropic", "fast", False, "oa"),
+    Shape("anthropic_to_openai_stream", "anthropic", "fast", True, "oa"),
 ]
 
 POLICY = {"request_headers": 1, "request_body": 1}
@@ -107,6 +109,24 @@ EXPECTED: dict[str, dict[str, dict[str, int]]] = {
         "policy": POLICY,
         "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 15},
     },
+    "anthropic_to_openai": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
+    },
+    "anthropic_to_openai_stream": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 13},
+    },
+}
+# count_tokens: counted by an Anthropic provider, it costs what a JSON call
+# does; estimated, the policy stage answers from the body (no provider stage).
+COUNT_TOKENS: dict[str, dict[str, Any]] = {
+    "claude": {
+        "streams": {"policy": 1, "provider": 1},
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
+    },
+    "fast": {"streams": {"policy": 1}, "policy": POLICY},
 }
 STREAMS = {"policy": 1, "provider": 1}
 # GET /v1/models and GET /v1/models/{id}: Envoy answers them (direct responses).
@@ -215,3 +235,22 @@ def test_what_envoy_does_not_answer_still_reaches_the_policy_stage(gateway: Gate
         posted = hc.post("/v1/models", json={})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
     assert posted.status_code == 405 and posted.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("model", ["claude", "fast"], ids=["provider", "estimate"])
+def test_count_tokens_messages(gateway: GatewayProcess, model: str) -> None:
+    before = gateway.gateway.messages.snapshot()
+    done = len(gateway.completed)
+    with anthropic.Anthropic(base_url=f"{gateway.base}/anthropic", api_key="app") as ac:
+        raw = ac.messages.with_raw_response.count_tokens(
+            model=model, messages=[{"role": "user", "content": "count my messages"}]
+        )
+    assert raw.parse().input_tokens > 0
+    if raw.headers["x-sidegate-token-count"] == "provider":
+        gateway.wait_completed(done + 1)
+    expected = COUNT_TOKENS[model]
+    # The policy stream of an answered request closes as the answer leaves.
+    wait_until(
+        lambda: _delta(before, gateway.gateway.messages.snapshot()) == expected,
+        f"the message counts of count_tokens on {model!r}: {expected}",
+    )

@@ -2,10 +2,15 @@
 
 For tests, benchmarks and local work without keys. It answers
 ``POST /v1/chat/completions``, ``/v1/responses`` and ``/v1/embeddings`` (OpenAI) or
-``POST /v1/messages`` (Anthropic), streamed or not, with exact SSE framing, and
+``POST /v1/messages`` and ``/v1/messages/count_tokens`` (Anthropic), streamed
+or not, with exact SSE framing, and
 ``GET /v1/models`` (both), which checks the key like every other endpoint (what
 ``sidegate config check --probe`` calls). With a certificate and key it serves
 HTTPS, as every real provider does, and records the SNI name each client sent.
+As a model would, it calls the tool ``tool_choice`` names (else the first),
+with arguments of the schema's types, answers tool results with text, and
+answers a requested JSON schema (``response_format``, ``output_config``) with
+JSON of it.
 
 Faults come from a request header named for the fake, so that one request can
 make the first provider fail and the fallback succeed::
@@ -21,6 +26,7 @@ make the first provider fail and the fallback succeed::
     x-fake-fault-<name>: write_size=16384         # body written in pieces of this size
     x-fake-fault-<name>: echo_key=1               # the reply quotes its key, whole and masked
     x-fake-fault-<name>: account_headers=1        # set-cookie, openai-organization, ...
+    x-fake-fault-<name>: reasoning=1              # OpenAI: reasoning_content, as vLLM/DeepSeek send
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ class Faults:
     write_size: int = 0
     echo_key: bool = False
     account_headers: bool = False
+    reasoning: bool = False
     # The key this request came with, for echo_key (set by the server, not parsed).
     received_key: str = ""
 
@@ -103,7 +110,7 @@ class Faults:
                 f.only_model = v
             elif key in ("cache_read", "cache_creation", "big_event", "write_size"):
                 setattr(f, key, int(v))
-            elif key in ("echo_key", "account_headers"):
+            elif key in ("echo_key", "account_headers", "reasoning"):
                 setattr(f, key, v not in ("", "0", "false"))
         return f
 
@@ -123,6 +130,52 @@ def _last_user_text(messages: list[Any]) -> str:
                 kinds = [p.get("type") for p in c if isinstance(p, dict)]
                 return "[" + ",".join(str(k) for k in kinds) + "]"
     return ""
+
+
+def _tool_result_text(messages: list[Any]) -> str | None:
+    """The text of the tool results the conversation ends with (OpenAI or Anthropic), or None.
+
+    A model that got its tool's answer replies with text instead of calling again.
+    """
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict):
+        return None
+    if last.get("role") == "tool":
+        results: list[str] = []
+        for m in reversed(messages):
+            if not isinstance(m, dict) or m.get("role") != "tool":
+                break
+            results.insert(0, _text_of(m.get("content")))
+        return " ".join(results)
+    content = last.get("content")
+    if last.get("role") == "user" and isinstance(content, list):
+        results = [
+            _text_of(b.get("content"))
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "tool_result"
+        ]
+        said = any(isinstance(b, dict) and b.get("type") == "text" for b in content)
+        # A user who wrote something besides the results is answered as usual.
+        return " ".join(results) if results and not said else None
+    return None
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def _count_tokens(body: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic's count_tokens answer: a token per word of the JSON, plus 7 (a marker)."""
+    words = json.dumps([body.get("system"), body.get("messages"), body.get("tools")]).split()
+    return {"input_tokens": len(words) + 7}
+
+
+# What an OpenAI-compatible reasoning server returns beside the answer (reasoning=1).
+REASONING = "The user greets me; I greet back."
 
 
 # What real providers send about the account sidegate's key belongs to.
@@ -441,6 +494,9 @@ class FakeProvider:
             }
             await self._send(writer, 200, json.dumps(out).encode())
             return True
+        if self.api == "anthropic" and method == "POST" and path == "/v1/messages/count_tokens":
+            await self._send(writer, 200, json.dumps(_count_tokens(body)).encode())
+            return True
         if self.api == "anthropic" and method == "POST" and path == "/v1/messages":
             if not isinstance(body.get("max_tokens"), int):
                 await self._send(writer, 400, self._error(400, "max_tokens: Field required"))
@@ -464,10 +520,13 @@ class FakeProvider:
     # -- OpenAI ----------------------------------------------------------------
 
     def _reply(self, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        messages = body.get("messages") or []
         text = fake_answers.structured_text(body, self.api)
         if text is None:
-            said = _last_user_text(body.get("messages") or [])
-            text = f"Hello from {self.name}! You said: {said}"
+            results = _tool_result_text(messages)
+            if results is not None:
+                return f"Hello from {self.name}! The tool said: {results}", None
+            text = f"Hello from {self.name}! You said: {_last_user_text(messages)}"
         tool = fake_answers.chosen_tool(body, self.api)
         if tool is not None:
             return text, {"name": tool[0], "args": fake_answers.tool_input(body, tool[1])}
@@ -494,6 +553,8 @@ class FakeProvider:
                 "content": None if call else text,
                 "refusal": None,
             }
+            if f.reasoning:
+                message["reasoning_content"] = REASONING
             if call:
                 message["tool_calls"] = [
                     {
@@ -538,6 +599,8 @@ class FakeProvider:
             return b"data: " + json.dumps(c).encode() + b"\n\n"
 
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        if f.reasoning:
+            events += [chunk({"reasoning_content": w}) for w in _words(REASONING)]
         if call:
             args = json.dumps(call["args"])
             events.append(

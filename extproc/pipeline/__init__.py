@@ -3,7 +3,7 @@
 ::
 
     request steps (policy stage, once per request; any may answer at once)
-        validate → route → responses state → identify caller → admit quotas
+        validate → count tokens → route → responses state → identify caller → admit quotas
     completion listeners (once the last stage is done with the request)
         settle quotas
 
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..state import RequestState
 from .admit import AdmitQuotas
+from .count_tokens import CountTokens
 from .identify import IdentifyCaller
 from .modes import policy_mode, provider_mode
 from .responses_state import ResponsesState
@@ -58,6 +59,7 @@ Listener = Callable[[RequestState], None]
 # The order, in one place. A feature is a module here and one entry below.
 REQUEST_STEPS: tuple[type[Step], ...] = (
     Validate,
+    CountTokens,
     Route,
     ResponsesState,
     IdentifyCaller,

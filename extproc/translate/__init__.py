@@ -12,6 +12,8 @@ from ..apis import ClientApi
 from ..config import ProviderApi, ResponsesSupport, StructuredOutputs
 from ..errors import GatewayError
 from .anthropic_anthropic import AnthropicToAnthropic
+from .anthropic_count_tokens import AnthropicCountTokens
+from .anthropic_openai import AnthropicToOpenAI
 from .exchange import AttemptContext, Exchange, Outbound
 from .openai_anthropic import OpenAIToAnthropic
 from .openai_openai import OpenAIToOpenAI
@@ -26,6 +28,9 @@ _PAIRS: dict[tuple[ClientApi, ProviderApi], type[Exchange]] = {
     # Translated to chat, unless the provider serves /responses itself (exchange_for).
     (ClientApi.OPENAI_RESPONSES, ProviderApi.OPENAI): ResponsesToChat,
     (ClientApi.OPENAI_RESPONSES, ProviderApi.ANTHROPIC): ResponsesToAnthropic,
+    (ClientApi.ANTHROPIC_MESSAGES, ProviderApi.OPENAI): AnthropicToOpenAI,
+    # Other providers have no count_tokens: pipeline.count_tokens estimates for them.
+    (ClientApi.ANTHROPIC_COUNT_TOKENS, ProviderApi.ANTHROPIC): AnthropicCountTokens,
 }
 
 

@@ -570,6 +570,9 @@ class OpenAIToAnthropic(Exchange):
             ctx.body, ctx.model.id, ctx.defaults.anthropic_max_tokens, ctx.model.structured_outputs
         )
         self._stream.output_tool = self.output_tool
+        limit = ctx.model.max_output_tokens
+        if limit is not None and body["max_tokens"] > limit:
+            body["max_tokens"] = limit
         return Outbound(path=ctx.provider.base_path + "/v1/messages", body=dumps(body))
 
     def json_response(self, body: dict[str, Any]) -> bytes:

@@ -96,6 +96,8 @@ BAD = [
         "providers.anthropic.responses",
         "native",
         "providers.anthropic.responses: only OpenAI-style providers (api: openai) take this field",
+    ),
+    (
         "models.claude",
         {"provider": "anthropic", "reasoning": True},
         "models.claude.reasoning: only OpenAI-style models take reasoning_effort",

@@ -199,7 +199,12 @@ def events(body: dict[str, Any], final: dict[str, Any]) -> list[tuple[str, dict[
             half = len(args) // 2
             for piece in (args[:half], args[half:]):
                 out.append(("response.function_call_arguments.delta", {**at, "delta": piece}))
-            out.append(("response.function_call_arguments.done", {**at, "arguments": args}))
+            out.append(
+                (
+                    "response.function_call_arguments.done",
+                    {**at, "name": item["name"], "arguments": args},
+                )
+            )
         else:
             text = item["content"][0]["text"]
             empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}

@@ -121,7 +121,13 @@ class ResponsesStream:
         text = "".join(entry.text)
         out = b""
         if entry.kind == "call":
-            out += self._event("response.function_call_arguments.done", **at, arguments=text)
+            # OpenAI names the function here too (openai-python 3.3 requires it).
+            out += self._event(
+                "response.function_call_arguments.done",
+                **at,
+                name=entry.item["name"],
+                arguments=text,
+            )
         else:
             if entry.kind == "text":
                 out += self._event(

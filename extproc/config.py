@@ -20,6 +20,7 @@ import yaml
 
 from . import forwarding
 from .quota.config import QuotaConfig, parse_quota_config
+from .telemetry.config import TelemetryConfig, parse_telemetry_config
 
 
 class ConfigError(ValueError):
@@ -227,6 +228,7 @@ class GatewayConfig:
     extproc_socket: str | None = None
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -506,6 +508,7 @@ _TOP_FIELDS = [
     "state",
     "tokenizer",
     "forward_headers",
+    "telemetry",
 ]
 
 
@@ -613,6 +616,7 @@ def parse_config(doc: Any) -> GatewayConfig:
         extproc_socket=x_r.child("socket").opt_string(),
         quota=parse_quota_config(root, routes, _parse_key),
         forward_headers=_parse_forward_headers(root),
+        telemetry=parse_telemetry_config(root, routes),
     )
 
 

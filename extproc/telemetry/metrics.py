@@ -3,6 +3,12 @@
 Every attribute is bounded by the config: routes, providers and models it
 names, status codes, error types from a fixed set. Caller ids become
 attributes only when ``telemetry.metrics.caller_labels`` asks for them.
+
+Counters are tallied here, in a dict per counter, and handed to the SDK as
+observable counters when a reader collects: a request costs a dict update
+per counter instead of the SDK's per-measurement validation and hashing,
+once per reader (``sidegate bench``, +telemetry). Histograms go through the
+SDK as they must.
 """
 
 from __future__ import annotations
@@ -24,6 +30,24 @@ if TYPE_CHECKING:
     from ..state import RequestState
 
 
+class Tally:
+    """A monotonic counter's totals by attribute set, read by the SDK at collection time.
+
+    Written on the event loop thread, read on a reader's thread: ``dict.copy``
+    is one step under the GIL, so a collection never sees a dict mid-change.
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple[tuple[str, Any], ...], float] = {}
+
+    def add(self, value: float, attrs: tuple[tuple[str, Any], ...]) -> None:
+        totals = self.totals
+        totals[attrs] = totals.get(attrs, 0) + value
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(v, dict(k)) for k, v in self.totals.copy().items()]
+
+
 class Metrics:
     def __init__(
         self,
@@ -36,12 +60,20 @@ class Metrics:
         self.names = names
         self.provider = MeterProvider(resource=resource, metric_readers=list(readers))
         m = self.provider.get_meter("sidegate", __version__)
+
+        def counter(name: str, unit: str, description: str) -> Tally:
+            tally = Tally()
+            m.create_observable_counter(
+                name, callbacks=[tally.observe], unit=unit, description=description
+            )
+            return tally
+
         if names.latest:
             self.usage_counters = {
-                kind: m.create_counter(
+                kind: counter(
                     f"gen_ai.client.inference.usage.{kind}",
-                    unit="{token}",
-                    description=f"{kind.replace('.', ' ').replace('_', ' ')} used",
+                    "{token}",
+                    f"{kind.replace('.', ' ').replace('_', ' ')} used",
                 )
                 for kind in (
                     "input_tokens",
@@ -79,36 +111,32 @@ class Metrics:
             description="Time to receive the first chunk of a streamed response.",
             explicit_bucket_boundaries_advisory=TTFC_BUCKETS,
         )
-        self.requests = m.create_counter(
-            "sidegate.requests",
-            unit="{request}",
-            description="Requests by route, provider, model and outcome.",
-        )
-        self.retries = m.create_counter(
-            "sidegate.retries",
-            unit="{attempt}",
-            description="Attempts that failed and were retried, by provider and reason.",
-        )
-        self.quota_refusals = m.create_counter(
-            "sidegate.quota.refusals",
-            unit="{request}",
-            description="Requests a quota refused, by quota.",
-        )
-        self.cost = m.create_counter(
-            "sidegate.cost.usd",
-            unit="{USD}",
-            description="What answered requests cost at the configured prices, in USD.",
-        )
         self.upstream = m.create_histogram(
             "sidegate.upstream.duration",
             unit="s",
             description="Duration of each attempt at a provider, by provider and outcome.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self.extproc_errors = m.create_counter(
+        self.requests = counter(
+            "sidegate.requests", "{request}", "Requests by route, provider, model and outcome."
+        )
+        self.retries = counter(
+            "sidegate.retries",
+            "{attempt}",
+            "Attempts that failed and were retried, by provider and reason.",
+        )
+        self.quota_refusals = counter(
+            "sidegate.quota.refusals", "{request}", "Requests a quota refused, by quota."
+        )
+        self.cost = counter(
+            "sidegate.cost.usd",
+            "{USD}",
+            "What answered requests cost at the configured prices, in USD.",
+        )
+        self.extproc_errors = counter(
             "sidegate.extproc.errors",
-            unit="{error}",
-            description="Failures of sidegate's own processing, answered with a 500.",
+            "{error}",
+            "Failures of sidegate's own processing, answered with a 500.",
         )
 
         def observe(get: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -136,34 +164,38 @@ class Metrics:
         }
         if provider is not None:
             genai["gen_ai.provider.name"] = attributes.provider_name(provider)
-            genai["server.address"] = provider.host
-            genai["server.port"] = provider.port
         error = state.error_type
-        base: dict[str, Any] = {
-            "sidegate.route": route,
-            "sidegate.provider": state.provider or "",
-            "sidegate.model": state.model or "",
-        }
+        base: tuple[tuple[str, Any], ...] = (
+            ("sidegate.route", route),
+            ("sidegate.provider", state.provider or ""),
+            ("sidegate.model", state.model or ""),
+        )
         labels = config.telemetry.metrics.caller_labels
         if labels:
             caller = state.caller
-            for label in labels:
-                base[f"sidegate.caller.{label}"] = getattr(caller, label) if caller else "-"
-        outcome = {**base, "sidegate.outcome": error or "ok"}
+            base += tuple(
+                (f"sidegate.caller.{label}", getattr(caller, label) if caller else "-")
+                for label in labels
+            )
         status = state.final_status
-        if status is not None:
-            outcome["http.response.status_code"] = status
-        self.requests.add(1, outcome)
+        self.requests.add(
+            1,
+            (
+                *base,
+                ("sidegate.outcome", error or "ok"),
+                ("http.response.status_code", status if status is not None else 0),
+            ),
+        )
         ended = state.ended if state.ended is not None else state.started
         self.duration.record(
-            ended - state.started, {**genai, "error.type": error} if error else genai
+            max(0.0, ended - state.started), {**genai, "error.type": error} if error else genai
         )
         if state.first_token is not None:
-            self.ttfc.record(state.first_token - state.started, genai)
+            self.ttfc.record(max(0.0, state.first_token - state.started), genai)
         usage = state.usage
         if usage is not None:
             if self.names.latest:
-                modality = {**genai, "gen_ai.token.modality": "unknown"}
+                modality = (*sorted(genai.items()), ("gen_ai.token.modality", "unknown"))
                 c = self.usage_counters
                 c["input_tokens"].add(usage.input_tokens, modality)
                 c["output_tokens"].add(usage.output_tokens, modality)
@@ -183,7 +215,7 @@ class Metrics:
         attempts = state.attempts
         for i, attempt in enumerate(attempts):
             self.upstream.record(
-                (attempt.ended or ended) - attempt.started,
+                max(0.0, (attempt.ended or ended) - attempt.started),
                 {
                     "sidegate.provider": attempt.provider,
                     "sidegate.model": attempt.model,
@@ -193,18 +225,19 @@ class Metrics:
             if i + 1 < len(attempts):
                 self.retries.add(
                     1,
-                    {
-                        "sidegate.provider": attempt.provider,
-                        "sidegate.retry.reason": attempt.outcome,
-                        "sidegate.failover": attempts[i + 1].provider != attempt.provider,
-                    },
+                    (
+                        ("sidegate.provider", attempt.provider),
+                        ("sidegate.retry.reason", attempt.outcome),
+                        ("sidegate.failover", attempts[i + 1].provider != attempt.provider),
+                    ),
                 )
         answered = state.answered
         if answered is not None and answered.quota:
-            self.quota_refusals.add(1, {"sidegate.quota": answered.quota, "sidegate.route": route})
+            refused = (("sidegate.quota", answered.quota), ("sidegate.route", route))
+            self.quota_refusals.add(1, refused)
 
     def extproc_error(self, stage: str) -> None:
-        self.extproc_errors.add(1, {"sidegate.stage": stage})
+        self.extproc_errors.add(1, (("sidegate.stage", stage),))
 
     def shutdown(self) -> None:
         self.provider.shutdown()

@@ -134,6 +134,29 @@ def test_new_trace_when_the_client_sends_none(
     assert "tracestate" not in got
 
 
+def test_parent_based_sampling_follows_the_client(
+    traced: GatewayProcess, otlp: OtlpReceiver, oa: openai.OpenAI, fakes: dict[str, FakeProvider]
+) -> None:
+    """A client trace sampled out stays out: no spans, and the provider is told so."""
+    unsampled = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"
+    rid = _rid()
+    oa.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "x"}],
+        extra_headers={"traceparent": unsampled, **rid},
+    )
+    version, trace_id, span_id, flags = fakes["oa"].requests[-1].headers["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", CLIENT_TRACE, "02")  # not sampled
+    assert span_id != CLIENT_SPAN
+    # A sampled request sent after it is exported: the unsampled one never was.
+    after = _rid()
+    oa.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], extra_headers=after
+    )
+    _by_request(otlp, after["x-request-id"])
+    assert not [s for s in otlp.spans() if s.attributes.get("sidegate.request_id") == rid["x-request-id"]]
+
+
 def test_streamed_span_ends_with_the_stream(
     traced: GatewayProcess, otlp: OtlpReceiver, oa: openai.OpenAI
 ) -> None:
@@ -450,3 +473,28 @@ def test_collector_down_or_stalled_costs_requests_nothing(
     if collector == "stalled":
         # 200 requests, a queue of 64, one batch of 16 held by the stalled export.
         assert dropped >= n - 64 - 16 - 16, dropped
+
+
+def test_extproc_errors_are_counted_and_traced(
+    traced: GatewayProcess, otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extproc import validation
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    before = _sum(otlp.latest_points(), "sidegate.extproc.errors", **{"sidegate.stage": "policy"})
+    monkeypatch.setattr(validation, "check", boom)
+    rid = _rid()
+    r = httpx.post(
+        f"{traced.base}/v1/chat/completions",
+        json={"model": "fast", "messages": [{"role": "user", "content": "x"}]},
+        headers=rid,
+        timeout=10,
+    )
+    assert r.status_code == 500
+    root, _ = _by_request(otlp, rid["x-request-id"])
+    assert root.attributes["error.type"] == "internal_error" and root.status_code == 2
+    otlp.wait_metric(
+        lambda p: _sum(p, "sidegate.extproc.errors", **{"sidegate.stage": "policy"}) == before + 1
+    )

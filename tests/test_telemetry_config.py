@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import openai
@@ -12,7 +16,8 @@ from extproc.config import ConfigError, parse_config
 from extproc.devtools.fake_provider import FakeProvider
 from extproc.telemetry import start
 from extproc.telemetry.config import Export, Protocol, TelemetryConfig, Traces
-from extproc.telemetry.tracing import endpoint_for, exports, protocol_for, sampler_for
+from extproc.telemetry.destinations import endpoint_for, exports, protocol_for
+from extproc.telemetry.tracing import sampler_for
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess
 
@@ -134,3 +139,29 @@ def test_metrics_without_export_feed_a_reader(fakes: dict[str, FakeProvider]) ->
         assert gw.completed[-1].traceparent is None and gw.completed[-1].trace_id == 0
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize(
+    "telemetry",
+    [{"enabled": False}, {}, {"export": {"endpoint": "http://127.0.0.1:9"}, "enabled": False}],
+)
+def test_off_loads_nothing(telemetry: dict[str, Any]) -> None:
+    """Off, or with nowhere to send anything: the SDK is never imported (zero cost)."""
+    script = (
+        "import sys, json\n"
+        "from extproc.config import parse_config\n"
+        "from extproc.gateway import Gateway\n"
+        f"doc = json.loads({json.dumps(json.dumps({**BASE, 'telemetry': telemetry}))})\n"
+        "gw = Gateway(parse_config(doc))\n"
+        "assert not gw.telemetry.active\n"
+        "from extproc.pipeline import Needs\n"
+        "extra = Needs.CALLER | Needs.TRACE_CONTEXT | Needs.RESPONSE_META\n"
+        "assert not gw.record_needs & extra, gw.record_needs\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

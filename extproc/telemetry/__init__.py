@@ -111,12 +111,18 @@ def start(
     """
     if not config.enabled or disabled(env):
         return Telemetry()
+    from .destinations import exports
+
+    traced = config.traces.enabled and exports("TRACES", config.export, env)
+    readers: list[MetricReader] = list(metric_readers)
+    pushed = config.metrics.enabled and exports("METRICS", config.export, env)
+    if not traced and not (config.metrics.enabled and (readers or pushed)):
+        return Telemetry()  # nothing would read what is recorded: load nothing
     from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 
     from .. import __version__
     from . import quiet
     from .semconv import names
-    from .tracing import exports
 
     quiet.install()
 
@@ -126,23 +132,20 @@ def start(
     naming = names(env)
 
     tracing = None
-    if config.traces.enabled and exports("TRACES", config.export, env):
+    if traced:
         from .tracing import Tracing, span_exporter
 
         tracing = Tracing(config, resource, naming, span_exporter(config.export, env), env)
 
     metrics = None
-    readers: list[MetricReader] = list(metric_readers)
     if config.metrics.enabled:
-        if exports("METRICS", config.export, env):
+        if pushed:
             readers.append(_otlp_reader(config, env))
         if readers:
             from .metrics import Metrics
 
-            traced = tracing
-
             def dropped() -> int:
-                return traced.dropped if traced is not None else 0
+                return tracing.dropped if tracing is not None else 0
 
             metrics = Metrics(resource, naming, readers, in_flight, dropped)
     return Telemetry(tracing, metrics)
@@ -154,7 +157,7 @@ def _otlp_reader(config: TelemetryConfig, env: os._Environ[str] | dict[str, str]
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     from .config import Protocol
-    from .tracing import endpoint_for, protocol_for
+    from .destinations import endpoint_for, protocol_for
 
     export = config.export
     protocol = protocol_for(export, "METRICS", env)

@@ -42,12 +42,8 @@ class Gateway:
         readers of its own; else built here from ``config.telemetry``."""
         self.requests = RequestTable()
         # Once per process: exporters and their threads outlive reloads.
-        requests = self.requests
-        self.telemetry = (
-            telemetry
-            if telemetry is not None
-            else start_telemetry(config.telemetry, in_flight=lambda: len(requests))
-        )
+        self.telemetry = telemetry if telemetry is not None else start_telemetry(config.telemetry)
+        self.telemetry.count_in_flight(self.requests.__len__)
         self._telemetry_settings = config.telemetry.start_settings
         # Outlive reloads: the bench and the tests read them across a run.
         self.messages = MessageCounts()

@@ -64,6 +64,11 @@ class Telemetry:
             if self.failures == 1:
                 log.exception("telemetry: recording a request failed (logged once)")
 
+    def count_in_flight(self, in_flight: Callable[[], int]) -> None:
+        """Report ``in_flight()`` as the requests being served (the gateway's table)."""
+        if self.metrics is not None:
+            self.metrics.in_flight = in_flight
+
     def extproc_error(self, stage: str) -> None:
         if self.metrics is not None:
             self.metrics.extproc_error(stage)
@@ -100,14 +105,13 @@ def start(
     config: TelemetryConfig,
     *,
     metric_readers: Sequence[MetricReader] = (),
-    in_flight: Callable[[], int] = lambda: 0,
     env: os._Environ[str] | dict[str, str] = os.environ,
 ) -> Telemetry:
     """Build the tracer and meter providers ``config`` asks for.
 
     ``metric_readers``: readers besides OTLP export (a Prometheus reader):
     the meter provider exists whenever metrics are enabled and any reader
-    will read them. ``in_flight``: the number of requests being served.
+    will read them. Pass the result to ``Gateway(config, telemetry=...)``.
     """
     if not config.enabled or disabled(env):
         return Telemetry()
@@ -147,7 +151,7 @@ def start(
             def dropped() -> int:
                 return tracing.dropped if tracing is not None else 0
 
-            metrics = Metrics(resource, naming, readers, in_flight, dropped)
+            metrics = Metrics(resource, naming, readers, dropped)
     return Telemetry(tracing, metrics)
 
 

@@ -54,10 +54,11 @@ class Metrics:
         resource: Resource,
         names: Names,
         readers: Sequence[MetricReader],
-        in_flight: Callable[[], int],
         spans_dropped: Callable[[], int],
     ) -> None:
         self.names = names
+        # Requests being served: the gateway's request table, once there is one.
+        self.in_flight: Callable[[], int] = lambda: 0
         self.provider = MeterProvider(resource=resource, metric_readers=list(readers))
         m = self.provider.get_meter("sidegate", __version__)
 
@@ -144,7 +145,7 @@ class Metrics:
 
         m.create_observable_up_down_counter(
             "sidegate.requests.in_flight",
-            callbacks=[observe(in_flight)],
+            callbacks=[observe(lambda: self.in_flight())],
             unit="{request}",
             description="Requests being served.",
         )

@@ -244,6 +244,21 @@ def test_refusal_span(traced: GatewayProcess, otlp: OtlpReceiver, oa: openai.Ope
     assert root.status_code == 2 and root.status_message == "model_not_found"
 
 
+def test_refusal_before_a_model_is_read(traced: GatewayProcess, otlp: OtlpReceiver) -> None:
+    rid = _rid()
+    r = httpx.post(
+        f"{traced.base}/v1/chat/completions",
+        content=b"not json",
+        headers={"content-type": "text/plain", **rid},
+        timeout=5,
+    )
+    assert r.status_code == 415
+    root, attempts = _by_request(otlp, rid["x-request-id"])
+    assert root.name == "chat" and "gen_ai.request.model" not in root.attributes
+    assert root.attributes["error.type"] == "unsupported_media_type" and attempts == []
+    assert root.attributes["url.path"] == "/v1/chat/completions"
+
+
 def test_quota_refusal_span(traced: GatewayProcess, otlp: OtlpReceiver, oa: openai.OpenAI) -> None:
     oa.chat.completions.create(model="gpt-4o-b", messages=[{"role": "user", "content": "x"}])
     rid = _rid()

@@ -83,10 +83,11 @@ def request_span(state: RequestState, config: GatewayConfig, cache_write: str) -
     """The attributes of a request's span (``cache_write``: the convention's name in use)."""
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": operation(state.api),
-        "gen_ai.request.model": state.requested_model[:MAX_VALUE],
         "sidegate.request_id": state.id[:MAX_VALUE],
         "sidegate.stream": state.stream,
     }
+    if state.requested_model:
+        attrs["gen_ai.request.model"] = state.requested_model[:MAX_VALUE]
     if state.api is not None:
         attrs["sidegate.api"] = state.api.value
     if state.path:

@@ -209,7 +209,9 @@ class Tracing:
         if not state.sampled:
             return  # the tracer would build no-op spans: skip the work
         ended = state.ended if state.ended is not None else state.started
-        name = f"{attributes.operation(state.api)} {state.requested_model[: attributes.MAX_VALUE]}"
+        # The conventions' name; the operation alone when no model was read.
+        model = state.requested_model[: attributes.MAX_VALUE]
+        name = f"{attributes.operation(state.api)} {model}".rstrip()
         attrs = attributes.request_span(state, config, self.names.cache_write_attribute)
         route = state.plan.route if state.plan is not None else ""
         if route and config.telemetry.content.captures(route):

@@ -298,6 +298,22 @@ def test_content_only_where_the_route_opts_in(
     assert KEYS["SG_TEST_AN_KEY"] not in text and "****" in text
 
 
+def test_streamed_content(traced: GatewayProcess, otlp: OtlpReceiver) -> None:
+    rid = _rid()
+    with anthropic.Anthropic(
+        base_url=f"{traced.base}/anthropic", api_key="x", max_retries=0
+    ) as client, client.messages.stream(
+        model="claude",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "stream it"}],
+        extra_headers=rid,
+    ) as stream:
+        text = stream.get_final_text()
+    root, _ = _by_request(otlp, rid["x-request-id"])
+    [output] = json.loads(root.attributes["gen_ai.output.messages"])
+    assert output["parts"] == [{"type": "text", "content": text}] and text
+
+
 def test_no_key_in_any_span(traced: GatewayProcess, otlp: OtlpReceiver) -> None:
     spans = otlp.spans()
     assert spans

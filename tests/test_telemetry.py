@@ -314,6 +314,23 @@ def test_streamed_content(traced: GatewayProcess, otlp: OtlpReceiver) -> None:
     assert output["parts"] == [{"type": "text", "content": text}] and text
 
 
+def test_a_key_in_a_prompt_is_not_recorded(traced: GatewayProcess, otlp: OtlpReceiver) -> None:
+    rid = _rid()
+    key = KEYS["SG_TEST_BN_KEY"]
+    with anthropic.Anthropic(
+        base_url=f"{traced.base}/anthropic", api_key="x", max_retries=0
+    ) as client:
+        client.messages.create(
+            model="claude",
+            max_tokens=20,
+            messages=[{"role": "user", "content": f"is {key} a key?"}],
+            extra_headers=rid,
+        )
+    root, _ = _by_request(otlp, rid["x-request-id"])
+    inputs = root.attributes["gen_ai.input.messages"]
+    assert key not in inputs and "is " + "*" * len(key) + " a key?" in inputs
+
+
 def test_no_key_in_any_span(traced: GatewayProcess, otlp: OtlpReceiver) -> None:
     spans = otlp.spans()
     assert spans

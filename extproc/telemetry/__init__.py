@@ -52,12 +52,18 @@ class Telemetry:
     def active(self) -> bool:
         return self.tracing is not None or self.metrics is not None
 
-    def record(self, state: RequestState, config: GatewayConfig) -> None:
+    def record(
+        self,
+        state: RequestState,
+        config: GatewayConfig,
+        scrubber: Callable[[], Callable[[bytes], bytes]] = lambda: bytes,
+    ) -> None:
+        """Record ``state``'s metric points and spans (``scrubber``: see ``Tracing.record``)."""
         try:
             if self.metrics is not None:
                 self.metrics.record(state, config)
             if self.tracing is not None:
-                self.tracing.record(state, config)
+                self.tracing.record(state, config, scrubber)
         except Exception:
             # Telemetry never fails a request; a bug here is logged once, not per request.
             self.failures += 1

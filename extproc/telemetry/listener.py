@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..pipeline.step import Needs
+from ..scrub import Scrubber
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -38,4 +40,9 @@ class RecordTelemetry:
     def __call__(self, state: RequestState) -> None:
         tel = self.gw.telemetry
         if tel.active:
-            tel.record(state, self.gw.config)
+            tel.record(state, self.gw.config, self._scrubber)
+
+    def _scrubber(self) -> Callable[[bytes], bytes]:
+        # Every key sidegate holds now, as the provider stage scrubs responses.
+        keys = (k for ring in self.gw.keys.values() for k in ring.values())
+        return Scrubber(keys).scrub

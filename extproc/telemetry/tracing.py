@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -204,7 +205,14 @@ class Tracing:
 
     # -- once it is over (the completion listener) ---------------------------------
 
-    def record(self, state: RequestState, config: GatewayConfig) -> None:
+    def record(
+        self,
+        state: RequestState,
+        config: GatewayConfig,
+        scrubber: Callable[[], Callable[[bytes], bytes]] = lambda: bytes,
+    ) -> None:
+        """Build the request's spans. ``scrubber``: what overwrites provider keys
+        in recorded content (asked for only when the route records content)."""
         self.begin(state)
         if not state.sampled:
             return  # the tracer would build no-op spans: skip the work
@@ -215,7 +223,8 @@ class Tracing:
         attrs = attributes.request_span(state, config, self.names.cache_write_attribute)
         route = state.plan.route if state.plan is not None else ""
         if route and config.telemetry.content.captures(route):
-            attrs.update(content.attributes(state, config.telemetry.content.max_chars))
+            limit = config.telemetry.content.max_chars
+            attrs.update(content.attributes(state, limit, scrubber()))
         parent_context = _parent_context(state)
         ids = self._ids
         # The tracer takes a trace id only for a root span (else the parent's).

@@ -115,6 +115,8 @@ def test_metrics_without_export_feed_a_reader(fakes: dict[str, FakeProvider]) ->
     """A reader of its own (a Prometheus endpoint) gets metrics with OTLP export off."""
     reader = InMemoryMetricReader()
     doc = gateway_doc(fakes)
+    doc["identity"] = {"tenant": "acme"}
+    doc["telemetry"] = {"metrics": {"caller_labels": ["tenant"]}}
     config = parse_config(doc)
     tel = start(config.telemetry, metric_readers=[reader], env={})
     assert tel.tracing is None and tel.metrics is not None
@@ -128,13 +130,12 @@ def test_metrics_without_export_feed_a_reader(fakes: dict[str, FakeProvider]) ->
         gw.wait_completed(3)
         data = reader.get_metrics_data()
         assert data is not None
-        counts = {
-            m.name: sum(getattr(p, "value", 0) for p in m.data.data_points)
-            for rm in data.resource_metrics
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-        }
-        assert counts["sidegate.requests"] == 3
+        metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        [point] = metrics["sidegate.requests"].data.data_points
+        assert point.value == 3
+        # Asked for: the tenant is a label (the user, not asked for, is not).
+        assert point.attributes["sidegate.caller.tenant"] == "acme"
+        assert "sidegate.caller.user" not in point.attributes
         # With no trace export, the stages note nothing tracing would read.
         assert gw.completed[-1].traceparent is None and gw.completed[-1].trace_id == 0
     finally:

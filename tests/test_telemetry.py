@@ -228,6 +228,25 @@ def test_failover_has_two_attempt_spans(
     assert first.end_ns <= second.start_ns
 
 
+def _cached_request(base: str, rid: dict[str, str]) -> None:
+    with anthropic.Anthropic(base_url=f"{base}/anthropic", api_key="x", max_retries=0) as client:
+        client.messages.create(
+            model="claude",
+            max_tokens=20,
+            messages=[{"role": "user", "content": "cached"}],
+            extra_headers={"x-fake-fault-an": "cache_read=100,cache_creation=20", **rid},
+        )
+
+
+def test_cache_tokens_released_names(traced: GatewayProcess, otlp: OtlpReceiver) -> None:
+    rid = _rid()
+    _cached_request(traced.base, rid)
+    root, _ = _by_request(otlp, rid["x-request-id"])
+    assert root.attributes["gen_ai.usage.cache_read.input_tokens"] == 100
+    assert root.attributes["gen_ai.usage.cache_creation.input_tokens"] == 20
+    assert "gen_ai.usage.cache_write.input_tokens" not in root.attributes
+
+
 def test_refusal_span(traced: GatewayProcess, otlp: OtlpReceiver, oa: openai.OpenAI) -> None:
     rid = _rid()
     with pytest.raises(openai.NotFoundError):
@@ -449,6 +468,11 @@ def test_latest_semconv_names_on_opt_in(
             assert _sum(points, "gen_ai.client.inference.usage.output_tokens") == resp.usage.completion_tokens
             [p] = [p for p in points if p.metric == "gen_ai.client.inference.usage.input_tokens"]
             assert p.attributes["gen_ai.token.modality"] == "unknown"
+            rid = _rid()
+            _cached_request(gw.base, rid)
+            root, _ = _by_request(otlp, rid["x-request-id"])
+            assert root.attributes["gen_ai.usage.cache_write.input_tokens"] == 20
+            assert "gen_ai.usage.cache_creation.input_tokens" not in root.attributes
         finally:
             gw.stop()
 

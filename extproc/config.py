@@ -21,6 +21,7 @@ import yaml
 from . import forwarding
 from .model_names import ModelNames, parse_model_names
 from .quota.config import QuotaConfig, parse_quota_config
+from .telemetry.config import TelemetryConfig, parse_telemetry_config
 
 
 class ConfigError(ValueError):
@@ -263,6 +264,7 @@ class GatewayConfig:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
     model_names: ModelNames = field(default_factory=lambda: ModelNames({}, ()))
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -603,6 +605,7 @@ _TOP_FIELDS = [
     "tokenizer",
     "forward_headers",
     "model_names",
+    "telemetry",
 ]
 
 
@@ -711,6 +714,7 @@ def parse_config(doc: Any) -> GatewayConfig:
         quota=parse_quota_config(root, routes, _parse_key),
         forward_headers=_parse_forward_headers(root),
         model_names=parse_model_names(root, routes),
+        telemetry=parse_telemetry_config(root, routes),
     )
 
 

@@ -4,8 +4,9 @@
 
     request steps (policy stage, once per request; any may answer at once)
         validate → count tokens → route → responses state → identify caller → admit quotas
-    completion listeners (once the last stage is done with the request)
-        settle quotas
+    completion listeners (once the last stage is done with the request,
+    refusals included: each reads the request's record, ``state.RequestState``)
+        settle quotas → record telemetry (spans, metrics)
 
 A feature is one module here plus one entry in ``REQUEST_STEPS`` or
 ``COMPLETION`` (as Starlette's ``build_middleware_stack`` lists its
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..state import RequestState
+from ..telemetry.listener import RecordTelemetry
 from .admit import AdmitQuotas
 from .count_tokens import CountTokens
 from .identify import IdentifyCaller
@@ -65,8 +67,9 @@ REQUEST_STEPS: tuple[type[Step], ...] = (
     IdentifyCaller,
     AdmitQuotas,
 )
-COMPLETION: tuple[type[SettleQuotas], ...] = (
+COMPLETION: tuple[Callable[[Gateway], Listener], ...] = (
     SettleQuotas,
+    RecordTelemetry,
 )
 
 

@@ -578,6 +578,10 @@ class OpenAIToAnthropic(Exchange):
     def json_response(self, body: dict[str, Any]) -> bytes:
         out, self.usage = translate_response(body, self.created, self.output_tool)
         read_meta(self, body, stop_reasons(body))
+        if self.text is not None:
+            for block in body.get("content") or []:
+                if isinstance(block, dict) and block.get("type") == "text":
+                    self.keep_text(block.get("text"))
         return dumps(out)
 
     def stream_event(self, event: Event) -> bytes:
@@ -596,6 +600,10 @@ class OpenAIToAnthropic(Exchange):
             read_meta(self, data["message"])
         elif name == "message_delta" and (reasons := stop_reasons(data.get("delta"))):
             self.finish_reasons = reasons
+        elif name == "content_block_delta" and self.text is not None:
+            delta = data.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                self.keep_text(delta.get("text"))
         return out
 
     def stream_end(self, pending: bytes) -> bytes:

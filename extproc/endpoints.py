@@ -28,10 +28,18 @@ class Endpoint:
     model_id: str | None = None
 
 
+ANTHROPIC_MESSAGES = "/anthropic/v1/messages"
 _POST = {
     "/chat/completions": ClientApi.OPENAI_CHAT,
     "/embeddings": ClientApi.OPENAI_EMBEDDINGS,
 }
+
+
+def proxy_paths() -> list[tuple[str, ErrorStyle]]:
+    """Every path a model call is POSTed to, with the error style its callers read."""
+    bases = ("/v1", "/openai/v1")
+    paths = [(f"{base}{rest}", ErrorStyle.OPENAI) for base in bases for rest in _POST]
+    return [*paths, (ANTHROPIC_MESSAGES, ErrorStyle.ANTHROPIC)]
 
 
 def style_for_path(path: str) -> ErrorStyle:
@@ -42,7 +50,7 @@ def classify(method: str, path: str) -> Endpoint:
     path = path.split("?", 1)[0]
     style = style_for_path(path)
     if style is ErrorStyle.ANTHROPIC:
-        if path == "/anthropic/v1/messages":
+        if path == ANTHROPIC_MESSAGES:
             return _only(
                 method, "POST", path, Endpoint(Kind.PROXY, style, ClientApi.ANTHROPIC_MESSAGES)
             )

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ..state import RequestState
 from .admit import AdmitQuotas
 from .identify import IdentifyCaller
-from .modes import policy_mode, provider_mode
+from .modes import policy_mode, policy_refusal_mode, provider_mode
 from .route import Route, unknown_model
 from .settle import SettleQuotas
 from .step import Answer, Needs, RequestContext, Step
@@ -47,6 +47,7 @@ __all__ = [
     "completion_listeners",
     "needs",
     "policy_mode",
+    "policy_refusal_mode",
     "provider_mode",
     "request_steps",
     "unknown_model",

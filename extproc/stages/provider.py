@@ -24,7 +24,7 @@ from ..scrub import ACCOUNT_HEADERS, Scrubber
 from ..state import RequestState
 from ..translate import AttemptContext, Exchange, exchange_for
 from ..translate.exchange import Mode
-from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
+from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, bad_header, error_response, header_filter
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,11 @@ class ProviderStream:
                 state.api.error_style,
             )
         self.model_name = model.name
+        # The policy stage saw only the headers its steps read: the app's
+        # others meet the forwarding allow-list here.
+        bad = bad_header(headers)
+        if bad is not None:
+            return error_response(bad, state.api.error_style)
         self.exchange = exchange_for(
             AttemptContext(
                 client_api=state.api,
@@ -163,7 +168,7 @@ class ProviderStream:
                 defaults=self.gw.config.defaults,
             )
         )
-        return self._replace_request(state, self.exchange)
+        return self._replace_request(state, self.exchange, headers)
 
     def _auth_headers(self, state: RequestState) -> dict[str, str]:
         ring = self.gw.keys.get(self.provider.name)
@@ -179,7 +184,9 @@ class ProviderStream:
             }
         return {"authorization": f"Bearer {key}"}
 
-    def _replace_request(self, state: RequestState, exchange: Exchange) -> pb.ProcessingResponse:
+    def _replace_request(
+        self, state: RequestState, exchange: Exchange, headers: dict[str, str]
+    ) -> pb.ProcessingResponse:
         """This attempt's request, whole, in the reply to its headers (one message an attempt).
 
         CONTINUE_AND_REPLACE: Envoy drops the body it holds (the client's, or
@@ -218,6 +225,8 @@ class ProviderStream:
             remove.extend(OPENAI_ONLY)
         else:
             remove.extend(ANTHROPIC_CLIENT_HEADERS)
+        unlisted = header_filter(self.gw.config.forward_headers).removals(headers)
+        remove.extend(n for n in unlisted if n not in set_headers and n not in remove)
         resp = pb.ProcessingResponse()
         common = resp.request_headers.response
         common.status = pb.CommonResponse.CONTINUE_AND_REPLACE

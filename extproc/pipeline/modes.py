@@ -17,7 +17,7 @@ def policy_mode(steps: Iterable[Step]) -> dict[str, str]:
     """The policy filter on a model call's path: one message, the whole request.
 
     The body alone (request headers SKIP), with the few headers the steps
-    read sent along as attributes (``policy_attributes``): a headers message
+    read sent along as attributes (``stages.policy.attributes``): a headers message
     would cost a gRPC round trip of its own. Envoy holds the headers in the
     buffer filter after this one until the body reply re-routes the request.
     Response modes stay off here: Envoy merges a router-level filter's

@@ -14,9 +14,12 @@ from typing import Any
 import openai
 import pytest
 
-from extproc.apis import ClientApi, route_key
+from extproc.apis import ClientApi, ErrorStyle, route_key
 from extproc.config import ProviderApi, StructuredOutputs, parse_config
 from extproc.devtools.fake_provider import FakeProvider
+from extproc.gateway import Gateway
+from extproc.pipeline import RequestContext
+from extproc.pipeline.route import _narrow
 from extproc.routing import plan_routes
 from tests.harness import GatewayProcess
 
@@ -53,13 +56,28 @@ def test_variants_per_subset_of_capabilities() -> None:
     no_tool = plans[mixed.narrowed_to(frozenset({OPENAI, NATIVE}))]
     assert [[c.model for c in g] for g in no_tool.groups] == [["gpt"], ["sonnet"]]
     assert no_tool.narrowed == () and no_tool.route == "mixed"
-    # A route of one capability has no variants; Anthropic clients see one API.
+    # A route of one capability has no variants; Anthropic clients reach
+    # OpenAI candidates too (translated), so theirs has the same variants.
     assert plans[route_key("claude", ClientApi.OPENAI_CHAT)].narrowed == ()
-    # Anthropic clients reach both provider APIs, but no translation of theirs
-    # refuses what another candidate serves: one plan, no variants.
     anthropic = plans[route_key("mixed", ClientApi.ANTHROPIC_MESSAGES)]
-    assert len(anthropic.groups) == len(mixed.groups)
-    assert anthropic.narrowed == () and anthropic.capabilities == ()
+    assert {subset for subset, _ in anthropic.narrowed} == {
+        subset for subset, _ in mixed.narrowed
+    }
+
+
+def test_what_no_openai_model_takes_goes_to_the_anthropic_candidates() -> None:
+    config = parse_config(CONFIG)
+    gw = Gateway(config)
+    plan = gw.plans[route_key("mixed", ClientApi.ANTHROPIC_MESSAGES)]
+    body = {
+        "model": "mixed",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+    }
+    ctx = RequestContext(gw, {}, ClientApi.ANTHROPIC_MESSAGES, ErrorStyle.ANTHROPIC, b"", body, "")
+    narrowed = _narrow(plan, ctx)
+    assert [[c.model for c in g] for g in narrowed.groups] == [["haiku"], ["sonnet"]]
 
 
 def test_variants_stay_bounded() -> None:

@@ -25,6 +25,7 @@ import hashlib
 import json
 from typing import Any
 
+from ..config import StructuredOutputs
 from ..errors import GatewayError, anthropic_error_body, anthropic_type, clip
 from ..sse import Event
 from ..usage import Usage
@@ -489,6 +490,16 @@ class AnthropicToOpenAI(Exchange):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stream = StreamTranslator(self.ctx.model.id)
+
+    @classmethod
+    def refusal(cls, body: dict[str, Any], structured: StructuredOutputs) -> GatewayError | None:
+        # What no OpenAI model takes (server tools, files by id, ...): a mixed
+        # route serves such a request from its Anthropic candidates only.
+        try:
+            translate_request(body, "")
+        except GatewayError as e:
+            return e
+        return None
 
     def request(self) -> Outbound:
         ctx = self.ctx

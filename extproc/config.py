@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import forwarding
+from .prometheus.config import PrometheusConfig, parse_prometheus
 from .quota.config import QuotaConfig, parse_quota_config
 
 
@@ -227,6 +228,7 @@ class GatewayConfig:
     extproc_socket: str | None = None
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -506,6 +508,7 @@ _TOP_FIELDS = [
     "state",
     "tokenizer",
     "forward_headers",
+    "telemetry",
 ]
 
 
@@ -613,7 +616,14 @@ def parse_config(doc: Any) -> GatewayConfig:
         extproc_socket=x_r.child("socket").opt_string(),
         quota=parse_quota_config(root, routes, _parse_key),
         forward_headers=_parse_forward_headers(root),
+        prometheus=_parse_telemetry(root),
     )
+
+
+def _parse_telemetry(root: Reader) -> PrometheusConfig:
+    t_r = root.child("telemetry")
+    t_r.mapping(["prometheus"], optional=True)
+    return parse_prometheus(t_r.child("prometheus"))
 
 
 def _parse_limits(r: Reader) -> Limits:

@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 from .config import PrometheusConfig
@@ -52,16 +54,21 @@ class MetricsEndpoint:
         self._server: asyncio.Server | None = None
 
     async def start(self, path: str) -> None:
+        """Serve on ``path``, mode 0600: only Envoy (the same uid) may connect.
+
+        Bound in a private directory and moved into place once restricted, as
+        the ext_proc socket is: at its path it never accepts anyone else.
+        """
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        # Created under a umask that already denies others: no window in which
-        # the socket is open to them before the chmod.
-        old = os.umask(0o177)
+        private = tempfile.mkdtemp(prefix=".metrics-", dir=os.path.dirname(path) or ".")
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path, limit=MAX_HEAD)
+            bound = os.path.join(private, "s")
+            self._server = await asyncio.start_unix_server(self._serve, bound, limit=MAX_HEAD)
+            os.chmod(bound, SOCKET_MODE)
+            os.replace(bound, path)
         finally:
-            os.umask(old)
-        os.chmod(path, SOCKET_MODE)
+            shutil.rmtree(private, ignore_errors=True)
 
     async def close(self) -> None:
         if self._server is not None:

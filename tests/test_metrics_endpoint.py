@@ -16,6 +16,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+import yaml
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,6 +26,7 @@ from extproc.prometheus.config import PrometheusConfig
 from extproc.prometheus.endpoint import MetricsEndpoint
 from extproc.prometheus.exposition import ENVOY_UP, Exposition
 from tests.conftest import KEYS, gateway_doc
+from tests.harness import wait_until
 from tests.sidegate_run import SidegateRun
 
 USER = "alice-7f3a91@example.com"
@@ -234,3 +236,30 @@ def test_config_errors_name_the_field(
     with pytest.raises(ConfigError) as e:
         parse_config({**gateway_doc(fakes), "telemetry": {"prometheus": prometheus}})
     assert message in str(e.value)
+
+
+def test_a_reload_applies_envoy_stats_at_once_and_says_the_path_waits(
+    tmp_path: Path, fakes: dict[str, FakeProvider]
+) -> None:
+    gw = SidegateRun(tmp_path, gateway_doc(fakes)).wait_ready()
+    try:
+        assert "envoy_server_live" in gw.get("/metrics").text
+        doc = {
+            **gateway_doc(fakes),
+            "telemetry": {"prometheus": {"envoy_stats": "none", "path": "/elsewhere"}},
+        }
+        (tmp_path / "sidegate.yaml").write_text(yaml.safe_dump(doc))
+        wait_until(
+            lambda: "envoy_server_live" not in gw.get("/metrics").text,
+            "a scrape without Envoy's stats after the reload",
+            timeout=20,
+            every=0.2,
+        )
+        text = gw.get("/metrics").text
+        assert ENVOY_UP not in text  # Envoy not asked, so no claim either way
+        assert "sidegate_extproc_process_cpu_seconds_total" in text
+        # The probe listener is static: the old path serves until a restart, and the log says so.
+        assert gw.get("/elsewhere").status_code == 404
+        wait_until(lambda: "take effect on restart" in gw.output, "the restart warning", 5)
+    finally:
+        gw.stop()

@@ -110,7 +110,7 @@ def _where(listen: Listen) -> str:
     return f"{host}:{listen.port}"
 
 
-def check_port_free(listen: Listen) -> None:
+def check_port_free(listen: Listen, option: str = "--port or listen.port") -> None:
     """Refuse a port something already listens on, another sidegate included.
 
     Bound without SO_REUSEPORT, as Envoy's listener is: a second sidegate
@@ -130,7 +130,7 @@ def check_port_free(listen: Listen) -> None:
         except OSError as e:
             raise RunError(
                 f"cannot listen on {_where(listen)}: {e.strerror} (another sidegate or another "
-                "program holds the port; stop it or choose another with --port or listen.port)"
+                f"program holds the port; stop it or choose another with {option})"
             ) from None
 
 
@@ -311,7 +311,7 @@ async def _run(
     signals = _Signals()
     check_port_free(config.listen)
     if ready_port:
-        check_port_free(Listen(address=config.listen.address, port=ready_port))
+        check_port_free(Listen(address=config.listen.address, port=ready_port), "--ready-port")
     workdir = _make_workdir()
     socket = socket_path or config.extproc_socket or str(workdir / "extproc.sock")
     try:

@@ -18,11 +18,11 @@ from tests.harness import free_port, wait_until
 class SidegateRun:
     """``sidegate run --ready-port``; its output is kept so a failure can show it."""
 
-    def __init__(self, tmp_path: Path, doc: dict[str, Any]) -> None:
+    def __init__(self, tmp_path: Path, doc: dict[str, Any], ready_port: int | None = None) -> None:
         cfg = tmp_path / "sidegate.yaml"
         cfg.write_text(yaml.safe_dump(doc))
         self.ready_file = tmp_path / "ready"
-        self.port, self.ready_port = free_port(), free_port()
+        self.port, self.ready_port = free_port(), ready_port or free_port()
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "extproc.cli", "run", "-c", str(cfg),

@@ -263,3 +263,20 @@ def test_a_reload_applies_envoy_stats_at_once_and_says_the_path_waits(
         wait_until(lambda: "take effect on restart" in gw.output, "the restart warning", 5)
     finally:
         gw.stop()
+
+
+def test_a_busy_ready_port_is_refused_by_name(
+    tmp_path: Path, fakes: dict[str, FakeProvider]
+) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        gw = SidegateRun(tmp_path, gateway_doc(fakes), ready_port=holder.getsockname()[1])
+        try:
+            assert gw.proc.wait(30) == 1
+        finally:
+            out = gw.stop()
+    assert f"cannot listen on 127.0.0.1:{gw.ready_port}" in out
+    assert "choose another with --ready-port" in out

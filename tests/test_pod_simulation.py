@@ -307,7 +307,8 @@ REACH = r"""
 import json, socket
 out = {}
 for name, path in (("extproc", "/run/sidegate/extproc.sock"),
-                   ("admin", "/run/sidegate/envoy-admin.sock")):
+                   ("admin", "/run/sidegate/envoy-admin.sock"),
+                   ("metrics", "/run/sidegate/metrics.sock")):
     s = socket.socket(socket.AF_UNIX)
     try:
         s.connect(path)
@@ -350,12 +351,16 @@ def test_the_app_reaches_neither_the_admin_api_nor_the_extproc_socket(cluster: C
         # On the pod's shared loopback: the app listener and /ready, no admin port.
         assert _listening_ports(cluster.net) == {14000, 15021}
         # The app does not mount the run volume: the sockets are not there for it.
-        assert _reach(pod, app) == {"extproc": "FileNotFoundError", "admin": "FileNotFoundError"}
+        gone = "FileNotFoundError"
+        assert _reach(pod, app) == {"extproc": gone, "admin": gone, "metrics": gone}
         # An app that mounts it anyway (another uid) is refused by the sockets' mode.
         nosy = {**app, "volumeMounts": [*app["volumeMounts"], *proxy["volumeMounts"]]}
-        assert _reach(pod, nosy) == {"extproc": "PermissionError", "admin": "PermissionError"}
+        denied = "PermissionError"
+        assert _reach(pod, nosy) == {"extproc": denied, "admin": denied, "metrics": denied}
         # The sidecars' uid gets through: the test can tell the difference.
-        assert _reach(pod, proxy) == {"extproc": "connected", "admin": "connected"}
+        assert _reach(pod, proxy) == {
+            "extproc": "connected", "admin": "connected", "metrics": "connected"
+        }
     finally:
         pod.stop()
 

@@ -45,6 +45,7 @@ from .gateway import Gateway
 from .prometheus.endpoint import MetricsEndpoint
 from .prometheus.exposition import Exposition
 from .stages.server import install_event_loop_policy, start_server
+from .telemetry import start as start_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -197,15 +198,31 @@ def _make_workdir() -> Path:
 Adjust = Callable[[GatewayConfig], GatewayConfig]
 
 
-async def _start_metrics(
-    config: GatewayConfig, files: EnvoyFiles, admin_socket: str
-) -> MetricsEndpoint | None:
-    """The scrape endpoint behind the probe port, when there is a probe port and it is on."""
-    if files.ready_port is None or not config.prometheus.enabled:
+def _exposition(config: GatewayConfig, files: EnvoyFiles) -> Exposition | None:
+    """The Prometheus side of the metrics, when there is a probe port and it is on."""
+    if files.ready_port is None or not config.telemetry.prometheus.enabled:
         return None
-    exposition = Exposition(config.prometheus)
-    exposition.provider()
-    endpoint = MetricsEndpoint(exposition, config.prometheus, admin_socket)
+    return Exposition(config.telemetry.prometheus)
+
+
+def _gateway(config: GatewayConfig, exposition: Exposition | None) -> Gateway:
+    """The gateway, its MeterProvider reading into ``exposition`` too."""
+    telemetry = start_telemetry(
+        config.telemetry, metric_readers=[exposition.reader] if exposition else ()
+    )
+    gateway = Gateway(config, telemetry=telemetry)
+    if exposition is not None and telemetry.metrics is None:
+        exposition.without_instruments()  # telemetry is off: no MeterProvider to read
+    return gateway
+
+
+async def _start_metrics(
+    exposition: Exposition | None, config: GatewayConfig, files: EnvoyFiles, admin_socket: str
+) -> MetricsEndpoint | None:
+    """The scrape endpoint behind the probe port."""
+    if exposition is None:
+        return None
+    endpoint = MetricsEndpoint(exposition, config.telemetry.prometheus, admin_socket)
     await endpoint.start(files.metrics_socket)
     return endpoint
 
@@ -214,13 +231,13 @@ def _reload_metrics(
     old: GatewayConfig, new: GatewayConfig, metrics: MetricsEndpoint | None
 ) -> None:
     # The probe listener is in Envoy's static bootstrap: its routes change on restart only.
-    was, now = old.prometheus, new.prometheus
+    was, now = old.telemetry.prometheus, new.telemetry.prometheus
     if (was.enabled, was.path) != (now.enabled, now.path):
         log.warning(
             "telemetry.prometheus.enabled/path changed in the config: they take effect on restart"
         )
     if metrics is not None:
-        metrics.config = dataclasses.replace(new.prometheus, path=metrics.config.path)
+        metrics.config = dataclasses.replace(new.telemetry.prometheus, path=metrics.config.path)
 
 
 def _watch(
@@ -359,7 +376,8 @@ async def _run_in(
     await asyncio.to_thread(validate_bootstrap, envoy, static)
     files.write(config, _version_of(config_path))
 
-    gateway = Gateway(config)
+    exposition = _exposition(config, files)
+    gateway = _gateway(config, exposition)
     server: grpc.aio.Server | None = None
     watch: asyncio.Task[None] | None = None
     proc: asyncio.subprocess.Process | None = None
@@ -367,7 +385,7 @@ async def _run_in(
     try:
         _warn_key_problems(gateway)
         server = await start_server(gateway, socket)
-        metrics = await _start_metrics(config, files, admin_socket)
+        metrics = await _start_metrics(exposition, config, files, admin_socket)
         admin = EnvoyAdmin(admin_socket)
         watch = _watch(gateway, files, admin, config_path, adjust, metrics)
         proc = await asyncio.create_subprocess_exec(
@@ -417,9 +435,9 @@ def _static_bootstrap(config: GatewayConfig, files: EnvoyFiles) -> dict[str, Any
     static = doc["static_resources"]
     if files.ready_port is not None:
         static["listeners"].append(
-            probe_listener(files.ready_port, config.prometheus, files.ready_address)
+            probe_listener(files.ready_port, config.telemetry.prometheus, files.ready_address)
         )
-        if config.prometheus.enabled:
+        if config.telemetry.prometheus.enabled:
             static["clusters"].append(metrics_cluster(files.metrics_socket))
     return doc
 
@@ -477,16 +495,17 @@ class SidecarOptions:
 
 
 async def _serve(config: GatewayConfig, config_path: str | None, opts: SidecarOptions) -> None:
-    gateway = Gateway(config)
-    _warn_key_problems(gateway)
     files = EnvoyFiles(
         Path(opts.envoy_dir) if opts.envoy_dir else Path(tempfile.mkdtemp(prefix="sidegate-")),
         opts.socket,
         opts.admin_socket,
         ready_port=opts.ready_port,
     )
+    exposition = _exposition(config, files)
+    gateway = _gateway(config, exposition)
+    _warn_key_problems(gateway)
     server = await start_server(gateway, opts.socket)
-    metrics = await _start_metrics(config, files, opts.admin_socket)
+    metrics = await _start_metrics(exposition, config, files, opts.admin_socket)
     # Files last: they are what the health check and Envoy wait for.
     if opts.envoy_dir:
         files.write(config, _version_of(config_path))

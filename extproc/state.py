@@ -96,6 +96,7 @@ class RequestState:
     # each attempt's span id is in its ``Attempt``.
     trace_id: int = 0
     span_id: int = 0
+    sampled: bool = False  # the trace's sampling decision (W3C trace-flags bit 0)
     attempts: list[Attempt] = field(default_factory=list)
     answered: Answered | None = None
     # ext_proc streams still working on this request (the policy stream, the
@@ -117,6 +118,8 @@ class RequestState:
     finish_reasons: tuple[str, ...] = ()
     # A streamed response's first bytes went to the client (time to first token).
     first_token: float | None = None
+    # The answer's text, kept only for a route that records content (bounded).
+    output_text: str | None = None
 
     def wall(self, monotonic: float) -> float:
         """``monotonic`` (a time of this request) on the wall clock, in seconds."""

@@ -62,8 +62,8 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 def test_defaults_serve_metrics_and_annotate_pods() -> None:
     docs = render({})
     config = parse_config_text(_gateway_config_text(docs), "sidegate-config")
-    assert (config.prometheus.enabled, config.prometheus.path) == (True, "/metrics")
-    assert config.prometheus.envoy_stats == "all"
+    assert (config.telemetry.prometheus.enabled, config.telemetry.prometheus.path) == (True, "/metrics")
+    assert config.telemetry.prometheus.envoy_stats == "all"
     settings = _settings(docs)
     pod = _injected(settings)
     annotations = pod["metadata"]["annotations"]
@@ -96,7 +96,7 @@ def test_otlp_values_reach_the_extproc_sidecar_only() -> None:
     # scrapeAnnotations: false
     assert not [a for a in pod["metadata"]["annotations"] if a.startswith("prometheus.io/")]
     config = parse_config_text(_gateway_config_text(docs, "apps"), "apps/sidegate-config")
-    assert config.prometheus.envoy_stats == "used"
+    assert config.telemetry.prometheus.envoy_stats == "used"
 
 
 def test_user_resource_attributes_come_after_ours() -> None:
@@ -161,7 +161,7 @@ def test_dashboard_is_well_formed() -> None:
 def test_metrics_off_means_no_annotations_and_no_scrape_path() -> None:
     docs = render({"telemetry": {"prometheus": {"enabled": False, "podMonitor": {"enabled": True}}}})
     config = parse_config_text(_gateway_config_text(docs), "sidegate-config")
-    assert not config.prometheus.enabled
+    assert not config.telemetry.prometheus.enabled
     settings = _settings(docs)
     assert settings.metrics_path is None and not settings.scrape_annotations
     pod = _injected(settings)

@@ -280,3 +280,34 @@ def test_a_busy_ready_port_is_refused_by_name(
             out = gw.stop()
     assert f"cannot listen on 127.0.0.1:{gw.ready_port}" in out
     assert "choose another with --ready-port" in out
+
+
+def test_telemetry_off_still_serves_the_process_and_envoy(
+    tmp_path: Path, fakes: dict[str, FakeProvider]
+) -> None:
+    doc = {**gateway_doc(fakes), "telemetry": {"enabled": False}}
+    gw = SidegateRun(tmp_path, doc).wait_ready()
+    try:
+        with openai.OpenAI(base_url=f"{gw.base}/v1", api_key="p", max_retries=0) as c:
+            c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        text = gw.get("/metrics").text
+    finally:
+        out = gw.stop()
+    assert "sidegate_requests_total" not in text  # no instruments without telemetry
+    assert _value(text, ENVOY_UP) == 1
+    assert _value(text, "envoy_http_downstream_rq_total", envoy_http_conn_manager_prefix="sidegate") == 1
+    assert "sidegate_extproc_process_cpu_seconds_total" in text
+    assert "MetricReader" not in out  # the unattached reader is never asked to collect
+
+
+def test_sidegate_requests_counted_per_outcome(run: SidegateRun) -> None:
+    with openai.OpenAI(base_url=f"{run.base}/v1", api_key="p", max_retries=0) as c:
+        for _ in range(3):
+            c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    text = run.get("/metrics").text
+    ok = [
+        v
+        for (n, ls), v in _samples(text).items()
+        if n == "sidegate_requests_total" and dict(ls).get("sidegate_outcome") == "ok"
+    ]
+    assert sum(ok) == 3

@@ -97,7 +97,7 @@ class EnvoyFiles:
         """Write the bootstrap and this config's listeners and clusters."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.write_resources(config, version)
-        _replace(self.bootstrap_path, _dump(self.bootstrap(config.prometheus)))
+        _replace(self.bootstrap_path, _dump(self.bootstrap(config.telemetry.prometheus)))
 
     def write_resources(self, config: GatewayConfig, version: str = "0") -> None:
         self.write_clusters(config, version)

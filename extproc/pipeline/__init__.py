@@ -3,9 +3,10 @@
 ::
 
     request steps (policy stage, once per request; any may answer at once)
-        validate → route → identify caller → admit quotas
-    completion listeners (once the last stage is done with the request)
-        settle quotas
+        validate → count tokens → route → responses state → identify caller → admit quotas
+    completion listeners (once the last stage is done with the request,
+    refusals included: each reads the request's record, ``state.RequestState``)
+        settle quotas → record telemetry (spans, metrics)
 
 A feature is one module here plus one entry in ``REQUEST_STEPS`` or
 ``COMPLETION`` (as Starlette's ``build_middleware_stack`` lists its
@@ -25,9 +26,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..state import RequestState
+from ..telemetry.listener import RecordTelemetry
 from .admit import AdmitQuotas
+from .count_tokens import CountTokens
 from .identify import IdentifyCaller
 from .modes import policy_mode, provider_mode
+from .responses_state import ResponsesState
 from .route import Route, unknown_model
 from .settle import SettleQuotas
 from .step import Answer, Needs, RequestContext, Step
@@ -57,12 +61,15 @@ Listener = Callable[[RequestState], None]
 # The order, in one place. A feature is a module here and one entry below.
 REQUEST_STEPS: tuple[type[Step], ...] = (
     Validate,
+    CountTokens,
     Route,
+    ResponsesState,
     IdentifyCaller,
     AdmitQuotas,
 )
-COMPLETION: tuple[type[SettleQuotas], ...] = (
+COMPLETION: tuple[Callable[[Gateway], Listener], ...] = (
     SettleQuotas,
+    RecordTelemetry,
 )
 
 

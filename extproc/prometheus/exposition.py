@@ -88,6 +88,10 @@ class Exposition:
             self._provider = MeterProvider(metric_readers=[self.reader])
         return self._provider
 
+    def without_instruments(self) -> None:
+        """No MeterProvider took ``reader`` (telemetry off): serve the rest only."""
+        self.reader.shutdown()
+
     def shutdown(self) -> None:
         if self._provider is not None:
             self._provider.shutdown()

@@ -72,6 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         socket_path=args.socket,
         ready_file=args.ready_file,
         adjust=_overrides(args),
+        ready_port=args.ready_port or None,
     )
 
 
@@ -297,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="once ready, write the base URL and Envoy's admin URL here, one a line "
         "(for scripts that wait on the gateway)",
     )
+    p.add_argument(
+        "--ready-port",
+        type=int,
+        default=0,
+        help="serve /ready and the Prometheus scrape path (telemetry.prometheus.path) on this "
+        "port, on listen.address (0: none)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = command(sub, "extproc", "serve only the ext_proc service (the sidecar's container)")
@@ -316,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Envoy's admin Unix socket (mode 0600; Envoy creates it)",
     )
     p.add_argument(
-        "--ready-port", type=int, default=15021, help="Envoy's /ready-only port (0: none)"
+        "--ready-port",
+        type=int,
+        default=15021,
+        help="Envoy's probe port: /ready and the Prometheus scrape path (0: none)",
     )
     p.add_argument(
         "--drain-seconds",

@@ -718,6 +718,7 @@ def parse_config(doc: Any) -> GatewayConfig:
     )
 
 
+
 def _parse_limits(r: Reader) -> Limits:
     d = Limits()
     r.mapping(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -29,16 +30,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+import yaml
 
 from .config import ConfigError, GatewayConfig, Listen
 from .config_watch import ConfigWatcher, digest_of
 from .envoy.admin import EnvoyAdmin
-from .envoy.bootstrap import ADMIN_SOCKET, APP_LISTENER, render_yaml
+from .envoy.bootstrap import ADMIN_SOCKET, APP_LISTENER, render_bootstrap
 from .envoy.files import EnvoyFiles
+from .envoy.probe import metrics_cluster, probe_listener
 from .gateway import Gateway
+from .prometheus.endpoint import MetricsEndpoint
+from .prometheus.exposition import Exposition
 from .stages.server import install_event_loop_policy, start_server
+from .telemetry import start as start_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +111,7 @@ def _where(listen: Listen) -> str:
     return f"{host}:{listen.port}"
 
 
-def check_port_free(listen: Listen) -> None:
+def check_port_free(listen: Listen, option: str = "--port or listen.port") -> None:
     """Refuse a port something already listens on, another sidegate included.
 
     Bound without SO_REUSEPORT, as Envoy's listener is: a second sidegate
@@ -124,7 +131,7 @@ def check_port_free(listen: Listen) -> None:
         except OSError as e:
             raise RunError(
                 f"cannot listen on {_where(listen)}: {e.strerror} (another sidegate or another "
-                "program holds the port; stop it or choose another with --port or listen.port)"
+                f"program holds the port; stop it or choose another with {option})"
             ) from None
 
 
@@ -191,12 +198,55 @@ def _make_workdir() -> Path:
 Adjust = Callable[[GatewayConfig], GatewayConfig]
 
 
+def _exposition(config: GatewayConfig, files: EnvoyFiles) -> Exposition | None:
+    """The Prometheus side of the metrics, when there is a probe port and it is on."""
+    if files.ready_port is None or not config.telemetry.prometheus.enabled:
+        return None
+    return Exposition(config.telemetry.prometheus)
+
+
+def _gateway(config: GatewayConfig, exposition: Exposition | None) -> Gateway:
+    """The gateway, its MeterProvider reading into ``exposition`` too."""
+    telemetry = start_telemetry(
+        config.telemetry, metric_readers=[exposition.reader] if exposition else ()
+    )
+    gateway = Gateway(config, telemetry=telemetry)
+    if exposition is not None and telemetry.metrics is None:
+        exposition.without_instruments()  # telemetry is off: no MeterProvider to read
+    return gateway
+
+
+async def _start_metrics(
+    exposition: Exposition | None, config: GatewayConfig, files: EnvoyFiles, admin_socket: str
+) -> MetricsEndpoint | None:
+    """The scrape endpoint behind the probe port."""
+    if exposition is None:
+        return None
+    endpoint = MetricsEndpoint(exposition, config.telemetry.prometheus, admin_socket)
+    await endpoint.start(files.metrics_socket)
+    return endpoint
+
+
+def _reload_metrics(
+    old: GatewayConfig, new: GatewayConfig, metrics: MetricsEndpoint | None
+) -> None:
+    # The probe listener is in Envoy's static bootstrap: its routes change on restart only.
+    was, now = old.telemetry.prometheus, new.telemetry.prometheus
+    if (was.enabled, was.path) != (now.enabled, now.path):
+        log.warning(
+            "telemetry.prometheus.enabled/path changed in the config: they take effect on restart"
+        )
+    if metrics is not None:
+        metrics.config = dataclasses.replace(new.telemetry.prometheus, path=metrics.config.path)
+
+
 def _watch(
     gateway: Gateway,
     files: EnvoyFiles,
     admin: EnvoyAdmin,
     config_path: str | None,
     adjust: Adjust | None,
+    metrics: MetricsEndpoint | None = None,
 ) -> asyncio.Task[None] | None:
     """Reload ``config_path`` on change: Envoy first, the ext_proc once Envoy runs it.
 
@@ -227,6 +277,7 @@ def _watch(
         if problem:
             files.restore(snapshot)
             return problem
+        _reload_metrics(gateway.config, config, metrics)
         gateway.apply(prepared)
         _warn_key_problems(gateway)
         return None
@@ -271,14 +322,19 @@ async def _run(
     socket_path: str | None,
     ready_file: str | None,
     adjust: Adjust | None,
+    ready_port: int | None = None,
 ) -> int:
     envoy = find_envoy()
     signals = _Signals()
     check_port_free(config.listen)
+    if ready_port:
+        check_port_free(Listen(address=config.listen.address, port=ready_port), "--ready-port")
     workdir = _make_workdir()
     socket = socket_path or config.extproc_socket or str(workdir / "extproc.sock")
     try:
-        return await _run_in(workdir, envoy, config, config_path, socket, ready_file, adjust)
+        return await _run_in(
+            workdir, envoy, config, config_path, socket, ready_file, adjust, ready_port
+        )
     except RunError as e:
         print(f"sidegate: {e}", file=sys.stderr, flush=True)
         return 1
@@ -301,25 +357,37 @@ async def _run_in(
     socket: str,
     ready_file: str | None,
     adjust: Adjust | None,
+    ready_port: int | None = None,
 ) -> int:
     admin_socket = str(workdir / ADMIN_SOCKET)
+    # The probe port of a laptop run listens where the app listener does
+    # (loopback by default), not on every address as a pod's does.
+    files = EnvoyFiles(
+        workdir / "envoy",
+        socket,
+        admin_socket,
+        ready_port=ready_port or None,
+        ready_address=config.listen.address,
+    )
     # Validate the whole config as one static bootstrap (validate mode does not
     # load file-based xDS), then serve it as watched files so it can change.
     static = workdir / "envoy-static.yaml"
-    static.write_text(render_yaml(config, socket, admin_socket))
+    static.write_text(yaml.safe_dump(_static_bootstrap(config, files), sort_keys=False))
     await asyncio.to_thread(validate_bootstrap, envoy, static)
-    files = EnvoyFiles(workdir / "envoy", socket, admin_socket)
     files.write(config, _version_of(config_path))
 
-    gateway = Gateway(config)
+    exposition = _exposition(config, files)
+    gateway = _gateway(config, exposition)
     server: grpc.aio.Server | None = None
     watch: asyncio.Task[None] | None = None
     proc: asyncio.subprocess.Process | None = None
+    metrics: MetricsEndpoint | None = None
     try:
         _warn_key_problems(gateway)
         server = await start_server(gateway, socket)
+        metrics = await _start_metrics(exposition, config, files, admin_socket)
         admin = EnvoyAdmin(admin_socket)
-        watch = _watch(gateway, files, admin, config_path, adjust)
+        watch = _watch(gateway, files, admin, config_path, adjust, metrics)
         proc = await asyncio.create_subprocess_exec(
             envoy,
             "-c",
@@ -356,7 +424,22 @@ async def _run_in(
             await _stop_envoy(proc)
         if server is not None:
             await server.stop(grace=5)
+        if metrics is not None:
+            await metrics.close()
         await gateway.close()
+
+
+def _static_bootstrap(config: GatewayConfig, files: EnvoyFiles) -> dict[str, Any]:
+    """The bootstrap with every listener and cluster inline, probe port included."""
+    doc = render_bootstrap(config, files.socket, files.admin_socket)
+    static = doc["static_resources"]
+    if files.ready_port is not None:
+        static["listeners"].append(
+            probe_listener(files.ready_port, config.telemetry.prometheus, files.ready_address)
+        )
+        if config.telemetry.prometheus.enabled:
+            static["clusters"].append(metrics_cluster(files.metrics_socket))
+    return doc
 
 
 async def _stop_envoy(proc: asyncio.subprocess.Process) -> None:
@@ -387,10 +470,11 @@ def run(
     socket_path: str | None = None,
     ready_file: str | None = None,
     adjust: Adjust | None = None,
+    ready_port: int | None = None,
 ) -> int:
     install_event_loop_policy()
     try:
-        return asyncio.run(_run(config, config_path, socket_path, ready_file, adjust))
+        return asyncio.run(_run(config, config_path, socket_path, ready_file, adjust, ready_port))
     except RunError as e:
         print(f"sidegate: {e}", file=sys.stderr, flush=True)
         return 1
@@ -411,20 +495,22 @@ class SidecarOptions:
 
 
 async def _serve(config: GatewayConfig, config_path: str | None, opts: SidecarOptions) -> None:
-    gateway = Gateway(config)
-    _warn_key_problems(gateway)
     files = EnvoyFiles(
         Path(opts.envoy_dir) if opts.envoy_dir else Path(tempfile.mkdtemp(prefix="sidegate-")),
         opts.socket,
         opts.admin_socket,
         ready_port=opts.ready_port,
     )
+    exposition = _exposition(config, files)
+    gateway = _gateway(config, exposition)
+    _warn_key_problems(gateway)
     server = await start_server(gateway, opts.socket)
+    metrics = await _start_metrics(exposition, config, files, opts.admin_socket)
     # Files last: they are what the health check and Envoy wait for.
     if opts.envoy_dir:
         files.write(config, _version_of(config_path))
     admin = EnvoyAdmin(opts.admin_socket)
-    watch = _watch(gateway, files, admin, config_path, None)
+    watch = _watch(gateway, files, admin, config_path, None, metrics)
     drain = asyncio.ensure_future(_drain_on_request(opts.drain_file, admin))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -437,6 +523,8 @@ async def _serve(config: GatewayConfig, config_path: str | None, opts: SidecarOp
     await _drain(gateway, admin, opts.drain_seconds)
     drain.cancel()
     await server.stop(grace=5)
+    if metrics is not None:
+        await metrics.close()
     await gateway.close()
     with contextlib.suppress(OSError):
         Path(opts.socket).unlink()

@@ -30,7 +30,13 @@ CHART = Path(__file__).parent.parent / "charts" / "sidegate"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 NAMESPACE = "sidegate-system"
 KUBE_VERSIONS = ("1.29", "1.37")
-CRD_KINDS = {"Certificate", "Issuer", "ClusterIssuer"}
+# Custom resources (no schema in kubernetes-validate), with the API each must use.
+CRD_KINDS = {
+    "Certificate": "cert-manager.io/v1",
+    "Issuer": "cert-manager.io/v1",
+    "ClusterIssuer": "cert-manager.io/v1",
+    "PodMonitor": "monitoring.coreos.com/v1",
+}
 
 
 def _values(path: Path) -> dict[str, Any]:
@@ -86,7 +92,7 @@ def test_objects_validate(rendered: tuple[dict[str, Any], list[dict[str, Any]]])
     _, docs = rendered
     for doc in docs:
         if doc["kind"] in CRD_KINDS:
-            assert doc["apiVersion"] == "cert-manager.io/v1"
+            assert doc["apiVersion"] == CRD_KINDS[doc["kind"]]
             continue
         for version in KUBE_VERSIONS:
             validate(doc, version)

@@ -189,6 +189,12 @@ def test_native_pod_streams_and_rotates_keys(cluster: Cluster) -> None:
         assert arrivals[-1] - arrivals[0] >= 0.05 * (len(arrivals) - 1) * 0.8, (
             "the stream was buffered"
         )
+        # What the injected scrape annotations point at, as Prometheus would fetch it.
+        annotations = injected["metadata"]["annotations"]
+        metrics = _scrape(pod, annotations["prometheus.io/port"], annotations["prometheus.io/path"])
+        assert "sidegate_envoy_stats_up 1.0" in metrics
+        assert 'envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="sidegate"}' in metrics
+        assert "sk-real" not in metrics
 
         # Rotation: the provider now takes only the new key; the kubelet swaps ..data.
         pids = {n: p.pid for n, p in pod.procs.items()}
@@ -301,7 +307,8 @@ REACH = r"""
 import json, socket
 out = {}
 for name, path in (("extproc", "/run/sidegate/extproc.sock"),
-                   ("admin", "/run/sidegate/envoy-admin.sock")):
+                   ("admin", "/run/sidegate/envoy-admin.sock"),
+                   ("metrics", "/run/sidegate/metrics.sock")):
     s = socket.socket(socket.AF_UNIX)
     try:
         s.connect(path)
@@ -344,12 +351,16 @@ def test_the_app_reaches_neither_the_admin_api_nor_the_extproc_socket(cluster: C
         # On the pod's shared loopback: the app listener and /ready, no admin port.
         assert _listening_ports(cluster.net) == {14000, 15021}
         # The app does not mount the run volume: the sockets are not there for it.
-        assert _reach(pod, app) == {"extproc": "FileNotFoundError", "admin": "FileNotFoundError"}
+        gone = "FileNotFoundError"
+        assert _reach(pod, app) == {"extproc": gone, "admin": gone, "metrics": gone}
         # An app that mounts it anyway (another uid) is refused by the sockets' mode.
         nosy = {**app, "volumeMounts": [*app["volumeMounts"], *proxy["volumeMounts"]]}
-        assert _reach(pod, nosy) == {"extproc": "PermissionError", "admin": "PermissionError"}
+        denied = "PermissionError"
+        assert _reach(pod, nosy) == {"extproc": denied, "admin": denied, "metrics": denied}
         # The sidecars' uid gets through: the test can tell the difference.
-        assert _reach(pod, proxy) == {"extproc": "connected", "admin": "connected"}
+        assert _reach(pod, proxy) == {
+            "extproc": "connected", "admin": "connected", "metrics": "connected"
+        }
     finally:
         pod.stop()
 
@@ -385,6 +396,18 @@ def _ready_status(pod: Pod) -> int:
         capture_output=True, text=True,
     )  # fmt: skip
     return int(r.stdout.strip() or 0)
+
+
+def _scrape(pod: Pod, port: str, path: str) -> str:
+    """GET the pod's metrics from outside the pod, as Prometheus does."""
+    code = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read().decode())"
+    r = subprocess.run(
+        ["ip", "netns", "exec", pod.net.pod, sys.executable, "-c", code,
+         f"http://{POD_IP}:{port}{path}"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def _until(what: str, check: Any, timeout: float) -> float:

@@ -37,7 +37,7 @@ _KEYS = {
 log = logging.getLogger(__name__)
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -55,7 +55,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 def request(path: str, method: str, target: str, timeout: float = 1.0) -> tuple[int, str] | None:
     """(status, body) of one admin request, or None when Envoy does not answer."""
-    conn = _UnixConnection(path, timeout)
+    conn = UnixConnection(path, timeout)
     try:
         conn.request(method, target)
         resp = conn.getresponse()

@@ -518,7 +518,7 @@ def extproc_cluster(socket_path: str) -> dict[str, Any]:
                 },
             },
         },
-        # The readiness listener answers 503 while this check fails (ready_listener),
+        # The readiness listener answers 503 while this check fails (probe_listener),
         # and Envoy waits for its first round before it starts listening.
         # no_traffic_interval: else an idle cluster is checked once a minute.
         "health_checks": [

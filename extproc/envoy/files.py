@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from ..config import GatewayConfig
+from ..prometheus.config import PrometheusConfig
 from .bootstrap import (
-    EXTPROC_CLUSTER,
     admin,
     app_listener,
     extproc_cluster,
@@ -31,6 +31,7 @@ from .bootstrap import (
     provider_clusters,
     route_config,
 )
+from .probe import metrics_cluster, metrics_socket_beside, probe_listener
 
 BOOTSTRAP = "envoy.yaml"
 LISTENERS = "lds.yaml"
@@ -49,18 +50,27 @@ class EnvoyFiles:
     socket: str
     # Envoy's admin API: a Unix socket of mode 0600 (envoy_bootstrap.admin).
     admin_socket: str
-    # A listener on every address that serves only /ready, so probes never
-    # reach the admin API; ready means Envoy runs and the ext_proc answers.
+    # A listener on every address that serves only /ready and the scrape
+    # path, so probes never reach the admin API; ready means Envoy runs and
+    # the ext_proc answers (envoy/probe.py).
     ready_port: int | None = None
+    ready_address: str = "0.0.0.0"
 
     @property
     def bootstrap_path(self) -> Path:
         return self.directory / BOOTSTRAP
 
-    def bootstrap(self) -> dict[str, Any]:
+    @property
+    def metrics_socket(self) -> str:
+        return metrics_socket_beside(self.socket)
+
+    def bootstrap(self, metrics: PrometheusConfig | None = None) -> dict[str, Any]:
+        """Static; ``metrics`` (read at start only) puts the scrape path on the probe port."""
         static: dict[str, Any] = {"clusters": [extproc_cluster(self.socket)]}
         if self.ready_port is not None:
-            static["listeners"] = [ready_listener(self.ready_port)]
+            static["listeners"] = [probe_listener(self.ready_port, metrics, self.ready_address)]
+            if metrics is not None and metrics.enabled:
+                static["clusters"].append(metrics_cluster(self.metrics_socket))
         return {
             # File-based xDS requires node id and cluster.
             "node": {"id": "sidegate", "cluster": "sidegate"},
@@ -87,7 +97,7 @@ class EnvoyFiles:
         """Write the bootstrap and this config's listeners and clusters."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.write_resources(config, version)
-        _replace(self.bootstrap_path, _dump(self.bootstrap()))
+        _replace(self.bootstrap_path, _dump(self.bootstrap(config.telemetry.prometheus)))
 
     def write_resources(self, config: GatewayConfig, version: str = "0") -> None:
         self.write_clusters(config, version)
@@ -118,55 +128,6 @@ class EnvoyFiles:
 
     def ready(self) -> bool:
         return all((self.directory / n).is_file() for n in (BOOTSTRAP, *RESOURCES))
-
-
-def ready_listener(port: int) -> dict[str, Any]:
-    """``/ready``: 200 while the ext_proc passes Envoy's health check, else 503.
-
-    Answered by Envoy's health check filter from the ext_proc cluster's health
-    (not from the admin API, which says 200 while every request fails). The
-    listener opens only once Envoy has started, after the first check.
-    """
-    api = "type.googleapis.com/envoy"
-    health = {
-        _T: f"{api}.extensions.filters.http.health_check.v3.HealthCheck",
-        "pass_through_mode": False,
-        "headers": [{"name": ":path", "string_match": {"exact": "/ready"}}],
-        "cluster_min_healthy_percentages": {EXTPROC_CLUSTER: {"value": 100}},
-    }
-    hcm = {
-        _T: f"{api}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "ready",
-        "route_config": {
-            "virtual_hosts": [
-                {
-                    "name": "ready",
-                    "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 404}}],
-                }
-            ]
-        },
-        "http_filters": [
-            {"name": "envoy.filters.http.health_check", "typed_config": health},
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {_T: f"{api}.extensions.filters.http.router.v3.Router"},
-            },
-        ],
-    }
-    return {
-        "name": "ready",
-        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
-        # A port held by another process fails Envoy's start instead of being shared.
-        "enable_reuse_port": False,
-        "filter_chains": [
-            {
-                "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
-                ]
-            }
-        ],
-    }
 
 
 def _dump(doc: dict[str, Any]) -> str:

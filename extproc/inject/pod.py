@@ -30,11 +30,14 @@ from .isolation import check_isolation
 from .settings import Settings
 from .sidecar import (
     NAMES,
+    SCRAPE,
+    SCRAPE_ANNOTATIONS,
     VOLUMES,
     app_env,
     capture_container,
     extproc_container,
     proxy_container,
+    scrape_annotations,
     volumes,
 )
 from .workload import workload_name
@@ -172,6 +175,9 @@ def strip(pod: Pod) -> Pod:
             c["env"] = [e for e in c["env"] if e.get("name") not in added]
             if not c["env"]:
                 del c["env"]
+    for name in status.get("annotations", []):
+        if name in SCRAPE_ANNOTATIONS:  # never another's, whatever the status says
+            meta["annotations"].pop(name, None)
     del meta["annotations"][STATUS]
     if not meta["annotations"]:
         del meta["annotations"]
@@ -190,7 +196,8 @@ def _status(raw: str) -> dict[str, Any]:
         return isinstance(value, list) and all(isinstance(n, str) for n in value)
 
     if not isinstance(status, dict) or not all(
-        names(status.get(k, [])) for k in ("initContainers", "containers", "volumes")
+        names(status.get(k, []))
+        for k in ("initContainers", "containers", "volumes", "annotations")
     ):
         raise bad
     env = status.get("env") or {}
@@ -208,6 +215,24 @@ def _add_env(container: dict[str, Any], opts: PodOptions, settings: Settings) ->
         container.setdefault("env", []).append({"name": name, "value": value})
         added.append(name)
     return added
+
+
+def _add_scrape_annotations(
+    meta: dict[str, Any], settings: Settings, warnings: list[str]
+) -> list[str]:
+    """prometheus.io/* pointing at the probe port, unless the pod has its own."""
+    wanted = scrape_annotations(settings)
+    if not wanted:
+        return []
+    annotations = meta.setdefault("annotations", {})
+    if SCRAPE in annotations:
+        warnings.append(
+            f"the pod's own {SCRAPE} annotations are kept; sidegate's metrics are on port "
+            f"{settings.ready_port} at {settings.metrics_path} (scrape them with a PodMonitor)"
+        )
+        return []
+    annotations.update(wanted)
+    return sorted(wanted)
 
 
 def inject(pod: Pod, namespace: str, settings: Settings) -> Result:
@@ -270,6 +295,7 @@ def inject(pod: Pod, namespace: str, settings: Settings) -> Result:
             "sidegate's env entries take precedence over envFrom for "
             "OPENAI_BASE_URL and friends; set them in env to keep your own"
         )
+    annotations_added = _add_scrape_annotations(meta, settings, warnings)
     status = {
         "version": __version__,
         "mode": "native" if opts.native else "legacy",
@@ -279,6 +305,8 @@ def inject(pod: Pod, namespace: str, settings: Settings) -> Result:
         "volumes": list(VOLUMES),
         "env": env_added,
     }
+    if annotations_added:
+        status["annotations"] = annotations_added
     meta.setdefault("annotations", {})[STATUS] = json.dumps(
         status, sort_keys=True, separators=(",", ":")
     )

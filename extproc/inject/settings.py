@@ -14,6 +14,10 @@ import yaml
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 CAPTURE_MODES = ("env", "iptables", "none")
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+_OTEL_NAME = re.compile(r"OTEL_[A-Z0-9_]{1,120}")
+_METRICS_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,127}")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 # Kubernetes' own quantity grammar (signed number; binary SI, decimal SI or exponent suffix).
 # apimachinery's regular expression is safe under Go's linear engine but backtracks
 # quadratically in Python on long digit runs. Here every quantifier is possessive
@@ -67,6 +71,17 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
+class Otlp:
+    """Where the ext_proc sidecar exports (the standard OTEL_* variables it gets)."""
+
+    endpoint: str = ""
+    protocol: str = "grpc"
+    # A key of the provider-keys Secret whose value is OTEL_EXPORTER_OTLP_HEADERS.
+    headers_secret_key: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     image: str = "ghcr.io/sidegate/sidegate:0.1.0"
     proxy_image: str = "envoyproxy/envoy:v1.40.0"
@@ -90,6 +105,12 @@ class Settings:
     extproc_resources: Resources = field(
         default_factory=lambda: Resources(cpu="50m", memory="128Mi", memory_limit="512Mi")
     )
+    # The scrape path on ready_port (the gateway config's telemetry.prometheus);
+    # None when the sidecar serves no metrics.
+    metrics_path: str | None = "/metrics"
+    # prometheus.io/scrape, port and path on injected pods.
+    scrape_annotations: bool = True
+    otlp: Otlp = field(default_factory=Otlp)
 
 
 def _resources(doc: Any, key: str, default: Resources) -> Resources:
@@ -113,6 +134,41 @@ def _resources(doc: Any, key: str, default: Resources) -> Resources:
     return Resources(**values)
 
 
+def _otlp(doc: Any) -> Otlp:
+    if doc is None:
+        return Otlp()
+    if not isinstance(doc, dict):
+        raise SettingsError("otlp: expected a mapping with endpoint/protocol/headersSecretKey/env")
+    unknown = sorted(set(doc) - {"endpoint", "protocol", "headersSecretKey", "env"})
+    if unknown:
+        raise SettingsError(f"unknown otlp setting(s): {', '.join(map(str, unknown))}")
+    endpoint = doc.get("endpoint") or ""
+    if not isinstance(endpoint, str) or (
+        endpoint and not endpoint.startswith(("http://", "https://"))
+    ):
+        raise SettingsError("otlp.endpoint: expected an http:// or https:// URL")
+    protocol = doc.get("protocol") or "grpc"
+    if protocol not in OTLP_PROTOCOLS:
+        raise SettingsError(f"otlp.protocol: expected one of {', '.join(OTLP_PROTOCOLS)}")
+    key = doc.get("headersSecretKey") or ""
+    if not isinstance(key, str) or (key and not _SECRET_KEY.fullmatch(key)):
+        raise SettingsError("otlp.headersSecretKey: expected a Secret key name")
+    env = doc.get("env") or {}
+    if not isinstance(env, dict):
+        raise SettingsError("otlp.env: expected a mapping of OTEL_* names to strings")
+    for name, value in env.items():
+        if not isinstance(name, str) or not _OTEL_NAME.fullmatch(name):
+            raise SettingsError(f"otlp.env: {str(name)[:64]!r} is not an OTEL_* variable name")
+        if not isinstance(value, str):
+            raise SettingsError(f"otlp.env.{name}: expected a string")
+    return Otlp(
+        endpoint=endpoint,
+        protocol=protocol,
+        headers_secret_key=key,
+        env=tuple(sorted(env.items())),
+    )
+
+
 def parse_settings(doc: Any) -> Settings:
     if doc is None:
         return Settings()
@@ -123,7 +179,7 @@ def parse_settings(doc: Any) -> Settings:
         "image", "proxyImage", "imagePullPolicy", "nativeSidecars", "providers", "capture",
         "capturePorts", "listenPort", "readyPort", "proxyUID", "concurrency",
         "drainSeconds", "configMap", "configKey", "secretName", "excludedNamespaces",
-        "proxyResources", "extprocResources",
+        "proxyResources", "extprocResources", "metricsPath", "scrapeAnnotations", "otlp",
     }  # fmt: skip
     if "adminPort" in doc:
         raise SettingsError(
@@ -159,7 +215,15 @@ def parse_settings(doc: Any) -> Settings:
     for name, value in [(k, get(k, 0, int)) for k in ("listenPort", "readyPort")]:
         if value and not 0 < value < 65536:
             raise SettingsError(f"{name}: {value} is not a port")
+    metrics_path = doc.get("metricsPath", d.metrics_path)
+    if metrics_path is not None and (
+        not isinstance(metrics_path, str) or not _METRICS_PATH.fullmatch(metrics_path)
+    ):
+        raise SettingsError("metricsPath: expected an absolute URL path, or null for none")
     return Settings(
+        metrics_path=metrics_path,
+        scrape_annotations=get("scrapeAnnotations", d.scrape_annotations, bool),
+        otlp=_otlp(doc.get("otlp")),
         image=get("image", d.image, str),
         proxy_image=get("proxyImage", d.proxy_image, str),
         image_pull_policy=get("imagePullPolicy", d.image_pull_policy, str),

@@ -37,6 +37,9 @@ DRAIN_FILE = f"{RUN_DIR}/drain-request"
 CONFIG_DIR = "/etc/sidegate"
 KEYS_DIR = "/var/run/secrets/sidegate/keys"
 READY_PORT_NAME = "sidegate-ready"
+# Prometheus's annotation convention (the scrape configs that honour it key on these).
+SCRAPE = "prometheus.io/scrape"
+SCRAPE_ANNOTATIONS = (SCRAPE, "prometheus.io/port", "prometheus.io/path")
 
 
 def _restricted(uid: int) -> dict[str, Any]:
@@ -117,6 +120,7 @@ def extproc_container(opts: PodOptions, s: Settings, workload: str) -> dict[str,
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             # The `workload` dimension of quotas (quota.caller).
             {"name": WORKLOAD_ENV, "value": workload},
+            *otel_env(s, workload),
         ],
         "resources": opts.extproc_resources.to_k8s(),
         "securityContext": _restricted(s.proxy_uid),
@@ -142,6 +146,54 @@ def extproc_container(opts: PodOptions, s: Settings, workload: str) -> dict[str,
         {"exec": {"command": _health_command()}}, period=10, timeout=5, failures=3
     )
     return container
+
+
+def _field(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+
+def otel_env(s: Settings, workload: str) -> list[dict[str, Any]]:
+    """The standard OTEL_* variables the ext_proc's OpenTelemetry SDK reads.
+
+    Every span, metric and log names the pod it came from (resource attributes
+    from the downward API); the exporter variables only when an endpoint is set.
+    """
+    otlp = s.otlp
+    user = dict(otlp.env)
+    ours = (
+        "service.name=sidegate,k8s.pod.name=$(SIDEGATE_POD_NAME),"
+        f"k8s.namespace.name=$(SIDEGATE_POD_NAMESPACE),sidegate.workload={workload}"
+    )
+    # The SDK lets a later key win: the user's own attributes override ours.
+    theirs = user.pop("OTEL_RESOURCE_ATTRIBUTES", None)
+    attributes = f"{ours},{theirs}" if theirs else ours
+    env = [
+        _field("SIDEGATE_POD_NAME", "metadata.name"),
+        _field("SIDEGATE_POD_NAMESPACE", "metadata.namespace"),
+        {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": attributes},
+    ]
+    if otlp.endpoint:
+        env += [
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": otlp.endpoint},
+            {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": otlp.protocol},
+        ]
+    if otlp.headers_secret_key:
+        ref = {"name": s.secret_name, "key": otlp.headers_secret_key}
+        env.append({"name": "OTEL_EXPORTER_OTLP_HEADERS", "valueFrom": {"secretKeyRef": ref}})
+    taken = {e["name"] for e in env}
+    env += [{"name": k, "value": v} for k, v in otlp.env if k in user and k not in taken]
+    return env
+
+
+def scrape_annotations(s: Settings) -> dict[str, str]:
+    """What points an annotation-driven Prometheus at the probe port's metrics."""
+    if not s.scrape_annotations or s.metrics_path is None:
+        return {}
+    return {
+        SCRAPE: "true",
+        "prometheus.io/port": str(s.ready_port),
+        "prometheus.io/path": s.metrics_path,
+    }
 
 
 def proxy_container(opts: PodOptions, s: Settings) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from ..prometheus.config import PrometheusConfig, parse_prometheus
+
 if TYPE_CHECKING:
     from ..config import Reader
 
@@ -89,6 +91,8 @@ class TelemetryConfig:
     traces: Traces = field(default_factory=Traces)
     metrics: Metrics = field(default_factory=Metrics)
     content: Content = field(default_factory=Content)
+    # The probe port's scrape endpoint (prometheus/config.py).
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
 
     @property
     def start_settings(self) -> tuple[object, ...]:
@@ -105,7 +109,10 @@ class TelemetryConfig:
 
 def parse_telemetry_config(root: Reader, routes: object) -> TelemetryConfig:
     r = root.child("telemetry")
-    r.mapping(["enabled", "service_name", "export", "traces", "metrics", "content"], optional=True)
+    r.mapping(
+        ["enabled", "service_name", "export", "traces", "metrics", "content", "prometheus"],
+        optional=True,
+    )
 
     e_r = r.child("export")
     e_r.mapping(["endpoint", "protocol", "timeout"], optional=True)
@@ -207,6 +214,7 @@ def parse_telemetry_config(root: Reader, routes: object) -> TelemetryConfig:
         traces=traces,
         metrics=metrics,
         content=content,
+        prometheus=parse_prometheus(r.child("prometheus")),
     )
 
 

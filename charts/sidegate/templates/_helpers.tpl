@@ -108,6 +108,18 @@ secretName: {{ .Values.gateway.keysSecretName }}
 excludedNamespaces: {{ toJson (include "sidegate.excludedNamespaces" . | fromJsonArray) }}
 proxyResources: {{ toJson .Values.sidecar.proxyResources }}
 extprocResources: {{ toJson .Values.sidecar.extprocResources }}
+{{- $prom := .Values.telemetry.prometheus }}
+metricsPath: {{ if $prom.enabled }}{{ $prom.path | quote }}{{ else }}null{{ end }}
+scrapeAnnotations: {{ and $prom.enabled $prom.scrapeAnnotations }}
+otlp: {{ toJson .Values.telemetry.otlp }}
+{{- end }}
+
+{{/* The gateway config's telemetry.prometheus section, from the chart's values. */}}
+{{- define "sidegate.prometheusConfig" -}}
+{{- $prom := .Values.telemetry.prometheus }}
+enabled: {{ $prom.enabled }}
+path: {{ $prom.path | quote }}
+envoy_stats: {{ $prom.envoyStats }}
 {{- end }}
 
 {{- define "sidegate.excludedNamespaces" -}}

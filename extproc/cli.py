@@ -266,6 +266,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return int(bench_main(args))
 
 
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .audit.verify_cli import run_verify
+
+    return run_verify(args.files, partial=args.partial)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidegate", description=DESCRIPTION, formatter_class=_HelpFormatter
@@ -410,6 +416,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to-port", type=int, default=14000, help="the sidecar's app listener port")
     p.add_argument("--ports", default="80", help="comma list of TCP ports to capture")
     p.set_defaults(func=_cmd_capture)
+
+    audit = command(sub, "audit", "work with the audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="COMMAND"
+    )
+    p = command(
+        audit,
+        "verify",
+        "check the hash chain of an audit log across its rotated files; exit 0 when intact, "
+        "1 naming each edited, deleted, inserted or reordered record, 2 when a file cannot be read",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="the log's files, in any order")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="accept a log that begins mid-chain (a part of a log, copied out)",
+    )
+    p.set_defaults(func=_cmd_audit_verify)
 
     p = command(sub, "fake-provider", "a local provider that speaks the real wire format")
     p.add_argument(

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import forwarding
+from .audit.config import AuditConfig, parse_audit_config
 from .quota.config import QuotaConfig, parse_quota_config
 
 
@@ -227,6 +228,7 @@ class GatewayConfig:
     extproc_socket: str | None = None
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -506,6 +508,7 @@ _TOP_FIELDS = [
     "state",
     "tokenizer",
     "forward_headers",
+    "audit",
 ]
 
 
@@ -613,6 +616,7 @@ def parse_config(doc: Any) -> GatewayConfig:
         extproc_socket=x_r.child("socket").opt_string(),
         quota=parse_quota_config(root, routes, _parse_key),
         forward_headers=_parse_forward_headers(root),
+        audit=parse_audit_config(root, routes),
     )
 
 

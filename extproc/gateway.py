@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import model_list, pipeline
+from .audit.audit_log import AuditLog
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
 from .quota.enforcer import QuotaEnforcer
@@ -43,6 +44,8 @@ class Gateway:
         self.redis: RedisStore | None = None
         # Replaced by a reload: each closes itself once its last reservation settles.
         self._retired: list[RedisStore] = []
+        # Configured with each config; its sinks open when the server starts.
+        self.audit = AuditLog()
         self.reload(config)
         self.requests.listeners.extend(pipeline.completion_listeners(self))
 
@@ -107,9 +110,11 @@ class Gateway:
         }
         self.model_cards = model_list.cards(config)
         self.models_body = model_list.list_body(config)
+        self.audit.configure(config.audit)
 
     async def close(self) -> None:
-        """Finish reconciliations and close connections to shared state."""
+        """Finish reconciliations and close connections to shared state; write the last records."""
+        await self.audit.close()
         for store in [*self._retired, *([self.redis] if self.redis else [])]:
             await store.close()
         self._retired.clear()

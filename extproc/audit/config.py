@@ -62,7 +62,7 @@ class OtlpSink:
 
 @dataclass(frozen=True, slots=True)
 class ContentConfig:
-    # Routes (the names clients ask for) whose prompts and responses are recorded.
+    # Routes (the names clients ask for) whose prompts and responses are recorded; "*": all.
     routes: frozenset[str] = frozenset()
     # Of each prompt and each response, the most that is kept; beyond, cut and marked.
     max_bytes: int = CONTENT_MAX_BYTES
@@ -85,7 +85,8 @@ class AuditConfig:
         return self.file is not None or self.stdout or self.otlp is not None
 
     def records_content(self, route: str) -> bool:
-        return route in self.content.routes
+        routes = self.content.routes
+        return bool(routes) and (route in routes or "*" in routes)
 
 
 _FIELDS = [
@@ -144,7 +145,7 @@ def parse_audit_config(root: Reader, routes: Mapping[str, object]) -> AuditConfi
     opted: set[str] = set()
     for item in c_r.child("routes").elements():
         name = item.string()
-        if name not in routes:
+        if name != "*" and name not in routes:
             raise item.fail(f"no route or model named {name!r}")
         opted.add(name)
     content = ContentConfig(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .. import __version__
 from .chain import canonical
-from .config import AuditConfig, Durability
+from .config import AuditConfig, Durability, OnFailure
 from .sink import Sink, SinkFailed, marker, utc_now
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class AuditWriter:
         self._stopping = False
         self._thread: threading.Thread | None = None
         # Read from the event loop: plain attributes, replaced whole.
-        self.failing: str | None = None  # "<sink>: <reason>" of a failing durable sink
+        self.failing: str | None = None  # why a durable sink fails (naming it), or None
         self.lost: dict[str, int] = {s.name: 0 for s in self.sinks}
         self.lost[QUEUE_SINK] = 0
         self.written = 0
@@ -79,7 +79,7 @@ class AuditWriter:
                 self.lost[QUEUE_SINK] += 1
                 if self._queue_full_since is None:
                     self._queue_full_since = time.monotonic()
-                    self.failing = f"{QUEUE_SINK}: full ({self.cfg.queue_size} records)"
+                    self.failing = f"{QUEUE_SINK} is full ({self.cfg.queue_size} records)"
                     log.error(
                         "audit: %s is full (%d records): records are being lost",
                         QUEUE_SINK,
@@ -235,7 +235,8 @@ class AuditWriter:
         health = self.health[id(sink)]
         if health.reason is None:
             health.since = utc_now()
-            how = "requests are refused" if self.cfg.on_failure == "refuse" else "requests go on"
+            refuse = self.cfg.on_failure is OnFailure.REFUSE and sink.durable
+            how = "new requests are refused" if refuse else "requests go on"
             log.error(
                 "audit: %s: %s; its records are being lost and %s (audit.on_failure: %s)",
                 sink.name,
@@ -251,10 +252,10 @@ class AuditWriter:
         for sink in self.sinks:
             reason = self.health[id(sink)].reason
             if reason is not None and sink.durable:
-                self.failing = f"{sink.name}: {reason}"
+                self.failing = reason  # it names the sink
                 return
         self.failing = (
-            f"{QUEUE_SINK}: full ({self.cfg.queue_size} records)"
+            f"{QUEUE_SINK} is full ({self.cfg.queue_size} records)"
             if self._queue_full_since is not None
             else None
         )

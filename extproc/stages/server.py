@@ -145,6 +145,8 @@ async def start_server(gateway: Gateway, socket_path: str) -> grpc.aio.Server:
         os.replace(bound, path)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+    # Before the first request: a sink that cannot open follows audit.on_failure from then on.
+    await gateway.audit.start()
     await server.start()
     log.info("ext_proc listening on unix:%s", path)
     return server

@@ -46,8 +46,12 @@ class Gateway:
         self._retired: list[RedisStore] = []
         # Configured with each config; its sinks open when the server starts.
         self.audit = AuditLog()
+        # What the completion listeners read of each request's record beyond
+        # the basics (pipeline.Needs): the stages fill in only that.
+        self.record_needs = pipeline.Needs.NOTHING
         self.reload(config)
         self.requests.listeners.extend(pipeline.completion_listeners(self))
+        self._update_needs()
 
     def prepare(self, config: GatewayConfig) -> Prepared:
         """Everything ``config`` needs that can fail, built without serving it yet.
@@ -111,6 +115,7 @@ class Gateway:
         self.model_cards = model_list.cards(config)
         self.models_body = model_list.list_body(config)
         self.audit.configure(config.audit)
+        self._update_needs()  # a listener's needs may follow the config
 
     async def close(self) -> None:
         """Finish reconciliations and close connections to shared state; write the last records."""
@@ -122,6 +127,10 @@ class Gateway:
     def on_complete(self, listener: Callable[[RequestState], None]) -> None:
         """Call ``listener`` with each request's final state, after the pipeline's own."""
         self.requests.listeners.append(listener)
+        self._update_needs()
+
+    def _update_needs(self) -> None:
+        self.record_needs = pipeline.needs(self.requests.listeners)
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids)}"

@@ -48,7 +48,11 @@ def test_an_unknown_model_is_refused_by_the_policy_stage(stages: Stages) -> None
     err = reply.json()["error"]
     assert err["code"] == "model_not_found" and "'nope'" in err["message"]
     assert "smart" in err["message"]  # the names that do exist
-    assert len(stages.gateway.requests) == 0 and stages.completed == []
+    # Never held, but recorded once for the completion listeners, as a refusal.
+    assert len(stages.gateway.requests) == 0
+    [record] = stages.completed
+    assert record.plan is None and record.answered is not None
+    assert (record.answered.status, record.error_type) == (404, "model_not_found")
 
 
 def test_anthropic_errors_come_in_the_anthropic_format(stages: Stages) -> None:

@@ -31,6 +31,13 @@ class Needs(enum.Flag):
     STREAM_CHUNKS = enum.auto()  # each chunk of a streamed response
     # The usage a completed request reports, read from the response.
     USAGE = RESPONSE_BODY | STREAM_CHUNKS
+    # Parts of the request's record (``state.RequestState``) that cost something
+    # to fill in; they change no Envoy mode. The caller for every request
+    # (not only those under a quota), the client's trace context, and what a
+    # response says about itself (id, model, finish reasons).
+    CALLER = enum.auto()
+    TRACE_CONTEXT = enum.auto()
+    RESPONSE_META = enum.auto()
 
 
 @dataclass(frozen=True, slots=True)

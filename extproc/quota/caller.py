@@ -38,7 +38,9 @@ def _body_user(api: ClientApi, body: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _checked(value: str, source: str) -> str:
+def _checked(value: str, source: str, strict: bool = True) -> str:
+    if len(value) > MAX_LENGTH and not strict:
+        return value[:MAX_LENGTH]
     if len(value) > MAX_LENGTH:
         raise GatewayError(
             400,
@@ -49,18 +51,25 @@ def _checked(value: str, source: str) -> str:
 
 
 def identify(
-    identity: Identity, headers: dict[str, str], api: ClientApi, body: dict[str, Any]
+    identity: Identity,
+    headers: dict[str, str],
+    api: ClientApi,
+    body: dict[str, Any],
+    *,
+    strict: bool = True,
 ) -> Caller:
+    """The caller; a value over MAX_LENGTH is refused, or cut short when not ``strict``
+    (a request no quota counts is not refused for its identity, only recorded)."""
     user = headers.get(identity.user_header)
     if user:
-        user = _checked(user, f"header {identity.user_header}")
+        user = _checked(user, f"header {identity.user_header}", strict)
     else:
         user = _body_user(api, body)
-        user = _checked(user, "the request's user field") if user else ANONYMOUS
+        user = _checked(user, "the request's user field", strict) if user else ANONYMOUS
     tenant = headers.get(identity.tenant_header) or identity.tenant or ANONYMOUS
     workload = identity.workload or os.environ.get(WORKLOAD_ENV) or ANONYMOUS
     return Caller(
         user=user,
-        tenant=_checked(tenant, f"header {identity.tenant_header}"),
+        tenant=_checked(tenant, f"header {identity.tenant_header}", strict),
         workload=workload,
     )

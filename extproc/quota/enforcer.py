@@ -35,6 +35,7 @@ from ..config import Model, Route
 from ..errors import GatewayError
 from ..estimate import output_tokens, prompt_tokens
 from ..state import RequestState
+from ..usage import Usage
 from . import windows
 from .caller import Caller
 from .config import Dimension, OnUnavailable, Quota, QuotaConfig
@@ -56,6 +57,22 @@ class Reservation:
     keys: tuple[str, ...]
     tokens: int  # input estimate plus output reserved
     micro_usd: int
+    quotas: tuple[str, ...] = ()  # the names of the quotas it counts in, as ``keys``
+
+
+@dataclass(slots=True)
+class QuotaRefused(GatewayError):
+    """A 429 from a quota: which one, so the request's record can say."""
+
+    quota: str = ""
+    counter: str = ""  # "requests", "tokens" or "cost_usd"
+
+
+def usage_micro_usd(model: Model, usage: Usage) -> int:
+    """What ``usage`` of ``model`` costs, in micro-dollars (quotas and the request record)."""
+    return _micro_usd(usage.input_tokens, model.price.input_per_mtok) + _micro_usd(
+        usage.output_tokens, model.price.output_per_mtok
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +187,9 @@ class QuotaEnforcer:
             return None
         if self.remote is not None and store is self.remote:
             self.remote.hold()  # a retired store stays open until this is settled
-        return Reservation(store, tuple(b.key for b in bounds), tokens, micro)
+        return Reservation(
+            store, tuple(b.key for b in bounds), tokens, micro, tuple(q.name for q in info.quotas)
+        )
 
     async def _reserve(self, bounds: list[Bound]) -> tuple[Store | None, Denial | None]:
         from .redis_store import StoreBusy, StoreDown
@@ -232,12 +251,7 @@ class QuotaEnforcer:
         else:
             tokens = usage.total_tokens
             model = self.models.get(state.model or "")
-            micro = (
-                _micro_usd(usage.input_tokens, model.price.input_per_mtok)
-                + _micro_usd(usage.output_tokens, model.price.output_per_mtok)
-                if model is not None
-                else r.micro_usd
-            )
+            micro = usage_micro_usd(model, usage) if model is not None else r.micro_usd
         self._correct(r, tokens - r.tokens, micro - r.micro_usd)
 
     def abandoned(self, admission: asyncio.Task[Reservation | None]) -> None:
@@ -329,18 +343,23 @@ def _denied(
     else:
         limit_s, used_s, need_s = _money(limit), _money(used), f"about {_money(need)}"
     head = f"Quota {q.name!r}{_who(q, caller, route)} allows {limit_s} per {q.window_text}"
+    counter = ("requests", "tokens", "cost_usd")[c]
     if need > limit:
         # Waiting would not help: say so, and send no Retry-After.
-        return GatewayError(
+        return QuotaRefused(
             429,
             f"{head}; this request alone needs {need_s}, more than a whole window allows",
             code="rate_limit_exceeded",
+            quota=q.name,
+            counter=counter,
         )
     seconds = max(1, math.ceil(wait))
     needs = f", this request needs {need_s}" if need_s else ""
-    return GatewayError(
+    return QuotaRefused(
         429,
         f"{head}; {used_s} used{needs}. Try again in {seconds}s.",
         code="rate_limit_exceeded",
         retry_after=seconds,
+        quota=q.name,
+        counter=counter,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -26,7 +27,8 @@ from ..errors import GatewayError, clip, internal, render
 from ..gateway import Gateway
 from ..headers import mutation, to_dict
 from ..pipeline import Answer, RequestContext, request_steps, unknown_model
-from ..state import RequestState
+from ..pipeline.record import answered_by, answered_details, client_path, trace_context, unrouted
+from ..state import Answered, RequestState
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +83,21 @@ class PolicyStream:
         self.endpoint: Endpoint | None = None
         self.headers: dict[str, str] = {}
         self.state: RequestState | None = None
+        # The request's record until it is routed (pipeline.record).
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.ctx: RequestContext | None = None
+        self.answered: Answered | None = None
 
     async def handle(self, req: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
         try:
             if which == "request_headers":
-                yield self.on_headers(req.request_headers)
+                resp = self.on_headers(req.request_headers)
+                if resp.HasField("immediate_response") and self.answered is None:
+                    ir = resp.immediate_response
+                    self.answered = answered_details(ir.status.code, ir.details)
+                yield resp
             elif which == "request_body":
                 async for resp in self.on_body(req.request_body):
                     yield resp
@@ -94,6 +105,7 @@ class PolicyStream:
                 log.warning("policy stage: unexpected %s message", which)
         except GatewayError as e:
             style = self.endpoint.style if self.endpoint else ErrorStyle.OPENAI
+            self.answered = answered_by(e)
             yield error_response(e, style)
 
     def on_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
@@ -153,6 +165,7 @@ class PolicyStream:
         # Parsed once, here: every step reads the same object (Needs.REQUEST_BODY).
         body, text = validation.parse(msg.body)
         ctx = RequestContext(self.gw, self.headers, ep.api, ep.style, msg.body, body, text)
+        self.ctx = ctx
         extended = False
         for step in self.steps:
             if not step.suspends(ctx):
@@ -174,6 +187,7 @@ class PolicyStream:
                     run.cancel()
                     raise
             if answer is not None:
+                self.answered = answered_details(answer.status, answer.details)
                 yield _answer(answer)
                 return
         yield self._routed(ctx)
@@ -206,7 +220,12 @@ class PolicyStream:
                 if k in self.headers and self._filter.forwarded(k)
             },
             reservation=ctx.reservation,
+            started=self.started,
+            started_wall=self.started_wall,
+            path=client_path(self.headers),
+            caller=ctx.caller,
         )
+        trace_context(self.gw, self.headers, self.state)
         self.gw.requests.put(self.state)
         resp = pb.ProcessingResponse()
         common = resp.request_body.response
@@ -232,11 +251,21 @@ class PolicyStream:
         """
         path = self.headers.get(":path", "/")
         style = self.endpoint.style if self.endpoint else style_for_path(path)
+        self.answered = Answered(500, "internal_error")
         return [error_response(internal(self.request_id), style)]
 
     def close(self) -> None:
         if self.state is not None:
             self.gw.requests.release(self.state)
+        elif self.headers:
+            # Answered here (or left before an answer): the listeners see it too.
+            api = self.endpoint.api if self.endpoint else None
+            self.gw.requests.complete(
+                unrouted(
+                    self.gw, self.headers, api, self.ctx, self.answered,
+                    self.started, self.started_wall,
+                )
+            )
 
 
 @functools.lru_cache(maxsize=4)

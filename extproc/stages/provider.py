@@ -9,6 +9,7 @@ set or removed on every attempt.
 from __future__ import annotations
 
 import logging
+import time
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
@@ -21,7 +22,7 @@ from ..keys import MissingKey
 from ..pipeline import Needs
 from ..routing import model_for_attempt
 from ..scrub import ACCOUNT_HEADERS, Scrubber
-from ..state import RequestState
+from ..state import Attempt, RequestState
 from ..translate import AttemptContext, Exchange, exchange_for
 from ..translate.exchange import Mode
 from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
@@ -64,6 +65,7 @@ class ProviderStream:
         self.state: RequestState | None = None
         self.exchange: Exchange | None = None
         self.model_name: str | None = None
+        self.attempt: Attempt | None = None  # this attempt's entry in the request's record
         self._finished = False
         self._failed = False  # a message raised; the client got an error
         self._headers_out = False  # the response status went to the client
@@ -110,7 +112,8 @@ class ProviderStream:
         an error object if no byte went out yet) and the body ends there.
         """
         self._failed = True
-        style = self.state.api.error_style if self.state is not None else ErrorStyle.OPENAI
+        api = self.state.api if self.state is not None else None
+        style = api.error_style if api is not None else ErrorStyle.OPENAI
         err = internal(self.request_id)
         if not self._headers_out:
             return [error_response(err, style)]
@@ -139,10 +142,18 @@ class ProviderStream:
             return _internal("a request reached a provider without passing the policy stage")
         self.state = state
         self.gw.requests.attach(state)
-        state.attempts += 1
+        assert state.plan is not None and state.api is not None, "only routed requests are held"
         model = model_for_attempt(
             state.plan, self.gw.config.models, self.provider.name, _attempt(req)
         )
+        self.attempt = Attempt(
+            provider=self.provider.name,
+            region=self.provider.region,
+            model=model.name if model is not None else "",
+            model_id=model.id if model is not None else "",
+            started=time.monotonic(),
+        )
+        state.attempts.append(self.attempt)
         if model is None:
             return error_response(
                 GatewayError(
@@ -161,6 +172,7 @@ class ProviderStream:
                 stream=state.stream,
                 include_usage=state.include_usage,
                 defaults=self.gw.config.defaults,
+                response_meta=Needs.RESPONSE_META in self.gw.record_needs,
             )
         )
         return self._replace_request(state, self.exchange)
@@ -188,6 +200,7 @@ class ProviderStream:
         with the replacement; the upstream buffer filter after this stage sets
         it again (envoy_bootstrap).
         """
+        assert state.api is not None
         style = state.api.error_style
         try:
             outbound = exchange.request()
@@ -241,6 +254,12 @@ class ProviderStream:
             resp.response_headers.response.header_mutation.CopyFrom(mutation({}, remove))
             return resp
         status = int(headers.get(":status", "0") or 0)
+        attempt = self.attempt
+        if attempt is not None:
+            attempt.responded = time.monotonic()
+            attempt.status = status
+            if status >= 400:
+                attempt.retry_after = headers.get("retry-after")
         length = headers.get("content-length", "")
         plan = self.exchange.begin_response(
             status,
@@ -292,6 +311,9 @@ class ProviderStream:
         out = self._scrub.feed(out)
         if eos:
             out += self._scrub.flush()
+        attempt = self.attempt
+        if out and attempt is not None and attempt.first_chunk is None:
+            attempt.first_chunk = time.monotonic()
         if not out and not eos:
             return []  # full duplex: nothing to send yet
         return _streamed(out, eos)
@@ -313,6 +335,13 @@ class ProviderStream:
         # before the provider's last chunk: keep what the attempt did see.
         if self.exchange is not None and self.exchange.status:
             self._finish_attempt()
+        attempt = self.attempt
+        if attempt is not None and attempt.ended is None:
+            attempt.ended = now = time.monotonic()
+            if attempt.status is None:
+                # No response: the per-try timeout fired, or the connection failed.
+                late = now - attempt.started >= self.gw.config.timeouts.first_byte * 0.99
+                attempt.error = "timeout" if late else "reset"
         self.gw.requests.release(self.state)
 
     def _finish_attempt(self) -> None:
@@ -320,6 +349,10 @@ class ProviderStream:
         if state is None or exchange is None or self._finished:
             return
         self._finished = True
+        attempt = self.attempt
+        if attempt is not None:
+            attempt.ended = time.monotonic()
+            attempt.status = exchange.status  # a body over the bound turned into a 502
         if (
             state.status is not None
             and 200 <= state.status < 300
@@ -331,6 +364,11 @@ class ProviderStream:
         state.status = exchange.status
         if exchange.usage is not None:
             state.usage = exchange.usage
+        state.response_id = exchange.response_id
+        state.response_model = exchange.response_model
+        state.finish_reasons = tuple(exchange.finish_reasons)
+        if attempt is not None and exchange.mode is Mode.STREAM:
+            state.first_token = attempt.first_chunk
 
 
 def _internal(message: str) -> pb.ProcessingResponse:

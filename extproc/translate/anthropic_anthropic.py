@@ -13,7 +13,7 @@ from ..errors import anthropic_error_body, anthropic_type
 from ..rawjson import set_fields
 from ..sse import Event
 from ..usage import Usage, as_int
-from .exchange import Exchange, Outbound, dumps, error_text
+from .exchange import Exchange, Outbound, dumps, error_text, read_meta
 
 
 def usage_from(u: object, into: Usage | None = None) -> Usage | None:
@@ -30,6 +30,12 @@ def usage_from(u: object, into: Usage | None = None) -> Usage | None:
     if "output_tokens" in u:
         usage.output_tokens = as_int(u.get("output_tokens"))
     return usage
+
+
+def stop_reasons(holder: object) -> list[str] | None:
+    """``[stop_reason]`` of a message or a message_delta's delta, if it names one."""
+    reason = holder.get("stop_reason") if isinstance(holder, dict) else None
+    return [reason[:128]] if isinstance(reason, str) and reason else None
 
 
 def error_body(status: int, body: bytes, provider: str) -> bytes:
@@ -56,6 +62,7 @@ class AnthropicToAnthropic(Exchange):
 
     def json_response(self, body: dict[str, Any]) -> bytes:
         self.usage = usage_from(body.get("usage"))
+        read_meta(self, body, stop_reasons(body))
         return b""
 
     def stream_event(self, event: Event) -> bytes:
@@ -68,6 +75,10 @@ class AnthropicToAnthropic(Exchange):
                 holder = data.get("message") if event.event == "message_start" else data
                 if isinstance(holder, dict):
                     self.usage = usage_from(holder.get("usage"), self.usage)
+                    if event.event == "message_start":
+                        read_meta(self, holder)
+                    elif reasons := stop_reasons(holder.get("delta")):
+                        self.finish_reasons = reasons
         return event.raw
 
     def stream_end(self, pending: bytes) -> bytes:

@@ -41,6 +41,9 @@ KEEPALIVE = b": sidegate: receiving a large event\n\n"
 # Of a passed-through JSON body larger than the bound, this much of the end is
 # kept: usage comes last in OpenAI and Anthropic bodies.
 JSON_TAIL_BYTES = 64 * 1024
+# A response's id, model and finish reasons are the provider's text: kept bounded.
+META_CHARS = 128
+MAX_REASONS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,9 @@ class AttemptContext:
     stream: bool
     include_usage: bool  # the client asked for the final usage chunk
     defaults: Defaults
+    # A listener records what the response says about itself (id, model,
+    # finish reasons) where reading it costs more than what is parsed anyway.
+    response_meta: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,10 @@ class Exchange(abc.ABC):
     def __init__(self, ctx: AttemptContext) -> None:
         self.ctx = ctx
         self.usage: Usage | None = None
+        # What the response says about itself, where it is parsed anyway (for usage).
+        self.response_id: str | None = None
+        self.response_model: str | None = None
+        self.finish_reasons: list[str] = []
         self.status = 0
         self.mode = Mode.JSON
         self.max_bytes = DEFAULT_MAX_EVENT_BYTES
@@ -225,6 +235,17 @@ class Exchange(abc.ABC):
 
     @abc.abstractmethod
     def error(self, status: int, body: bytes) -> bytes: ...
+
+
+def read_meta(exchange: Exchange, body: dict[str, Any], reasons: list[str] | None = None) -> None:
+    """Keep a response's id and model (strings from provider JSON, bounded) on ``exchange``."""
+    rid, model = body.get("id"), body.get("model")
+    if isinstance(rid, str) and rid:
+        exchange.response_id = rid[:META_CHARS]
+    if isinstance(model, str) and model:
+        exchange.response_model = model[:META_CHARS]
+    if reasons is not None:
+        exchange.finish_reasons = [r[:META_CHARS] for r in reasons[:MAX_REASONS]]
 
 
 def dumps(obj: Any) -> bytes:

@@ -20,8 +20,8 @@ from .. import validation
 from ..errors import GatewayError, openai_error_body, openai_type
 from ..sse import Event
 from ..usage import Usage
-from .anthropic_anthropic import usage_from
-from .exchange import Exchange, Outbound, dumps, error_text
+from .anthropic_anthropic import stop_reasons, usage_from
+from .exchange import Exchange, Outbound, dumps, error_text, read_meta
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -513,6 +513,7 @@ class OpenAIToAnthropic(Exchange):
 
     def json_response(self, body: dict[str, Any]) -> bytes:
         out, self.usage = translate_response(body, self.created)
+        read_meta(self, body, stop_reasons(body))
         return dumps(out)
 
     def stream_event(self, event: Event) -> bytes:
@@ -524,8 +525,13 @@ class OpenAIToAnthropic(Exchange):
             return b""
         if not isinstance(data, dict):
             return b""
-        out = self._stream.event(event.event or data.get("type"), data)
+        name = event.event or data.get("type")
+        out = self._stream.event(name, data)
         self.usage = self._stream.usage
+        if name == "message_start" and isinstance(data.get("message"), dict):
+            read_meta(self, data["message"])
+        elif name == "message_delta" and (reasons := stop_reasons(data.get("delta"))):
+            self.finish_reasons = reasons
         return out
 
     def stream_end(self, pending: bytes) -> bytes:

@@ -17,9 +17,10 @@ from ..errors import openai_error_body, openai_type
 from ..rawjson import set_fields
 from ..sse import Event
 from ..usage import Usage, as_int
-from .exchange import Exchange, Outbound, dumps, error_text
+from .exchange import MAX_REASONS, Exchange, Outbound, dumps, error_text, read_meta
 
 _NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
+_FINISH_REASON = re.compile(rb'"finish_reason"\s*:\s*"([^"\\]{1,64})"')
 
 
 def request_fields(body: dict[str, Any], model_id: str, *, stream: bool) -> dict[str, Any]:
@@ -79,10 +80,21 @@ class OpenAIToOpenAI(Exchange):
 
     def json_response(self, body: dict[str, Any]) -> bytes:
         self.usage = usage_from(body)
+        choices = body.get("choices")
+        reasons: list[str] | None = None
+        if isinstance(choices, list):
+            found = (c.get("finish_reason") for c in choices if isinstance(c, dict))
+            reasons = [r for r in found if isinstance(r, str)]
+        read_meta(self, body, reasons)
         return b""
 
     def stream_event(self, event: Event) -> bytes:
         raw = event.raw
+        if self.ctx.response_meta and b'"finish_reason"' in raw:
+            # Only the chunk that ends a choice names a reason (null elsewhere).
+            for m in _FINISH_REASON.finditer(raw):
+                if len(self.finish_reasons) < MAX_REASONS:
+                    self.finish_reasons.append(m.group(1).decode())
         if b'"usage"' not in raw or _NULL_USAGE.search(raw):
             return raw
         try:
@@ -93,6 +105,7 @@ class OpenAIToOpenAI(Exchange):
             usage = usage_from(chunk)
             if usage is not None:
                 self.usage = usage
+                read_meta(self, chunk)
                 if not self.ctx.include_usage and not chunk.get("choices"):
                     return b""
         return raw

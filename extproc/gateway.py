@@ -51,6 +51,11 @@ class Gateway:
         self.record_needs = pipeline.Needs.NOTHING
         self.reload(config)
         self.requests.listeners.extend(pipeline.completion_listeners(self))
+        # Listeners that hold a response's end until they are done (the durable audit log).
+        listeners = self.requests.listeners
+        self.requests.before_end.extend(
+            hook for listener in listeners if (hook := getattr(listener, "ending", None))
+        )
         self._update_needs()
 
     def prepare(self, config: GatewayConfig) -> Prepared:

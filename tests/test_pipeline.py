@@ -24,7 +24,7 @@ def stages(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stages]:
 
 def test_the_order_is_one_list() -> None:
     names = [type(s).__name__ for s in pipeline.request_steps()]
-    assert names == ["Validate", "Route", "IdentifyCaller", "AdmitQuotas"]
+    assert names == ["Validate", "Route", "AuditGate", "IdentifyCaller", "AdmitQuotas"]
 
 
 class CachedAnswer(Step):

@@ -63,6 +63,11 @@ class AuditLog:
             return None
         return writer.failing
 
+    def content_limit(self, route: str) -> int:
+        """How much of a response on ``route`` to keep for its record (0: none)."""
+        cfg = self.config
+        return cfg.content.max_bytes if cfg.enabled and cfg.records_content(route) else 0
+
     def configure(self, cfg: AuditConfig) -> None:
         old, self.config = self.config, cfg
         if not self._started:

@@ -3,9 +3,9 @@
 ::
 
     request steps (policy stage, once per request; any may answer at once)
-        validate → route → identify caller → admit quotas
+        validate → route → audit gate → identify caller → admit quotas
     completion listeners (once the last stage is done with the request)
-        settle quotas
+        settle quotas → audit record
 
 A feature is one module here plus one entry in ``REQUEST_STEPS`` or
 ``COMPLETION`` (as Starlette's ``build_middleware_stack`` lists its
@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from ..audit.gate import AuditGate
+from ..audit.listener import AuditRecords
 from ..state import RequestState
 from .admit import AdmitQuotas
 from .identify import IdentifyCaller
@@ -58,11 +60,13 @@ Listener = Callable[[RequestState], None]
 REQUEST_STEPS: tuple[type[Step], ...] = (
     Validate,
     Route,
+    AuditGate,
     IdentifyCaller,
     AdmitQuotas,
 )
-COMPLETION: tuple[type[SettleQuotas], ...] = (
+COMPLETION: tuple[type[SettleQuotas] | type[AuditRecords], ...] = (
     SettleQuotas,
+    AuditRecords,
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
@@ -71,6 +72,7 @@ class ProviderStream:
         self._headers_out = False  # the response status went to the client
         self._body_out = False  # and some of its body
         self._scrub = Scrubber(())
+        self._keep = 0  # bytes of the response kept for its record (audit.content)
 
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
@@ -102,6 +104,28 @@ class ProviderStream:
     @property
     def request_id(self) -> str:
         return self.state.id if self.state is not None else ""
+
+    def ending(self) -> list[Awaitable[object]]:
+        """This reply ends the attempt's response: what it waits for (the durable audit record).
+
+        Only when the app surely gets it: Envoy may still retry a response of
+        a retriable status (it decides after this stage has seen it whole),
+        and such a request is recorded when it completes instead.
+        """
+        # The bootstrap imports this module: its retry policy is read late.
+        from ..envoy.bootstrap import RETRIABLE_STATUS
+
+        state, exchange = self.state, self.exchange
+        if state is None or state.plan is None:
+            return []
+        if (
+            self._headers_out
+            and exchange is not None
+            and exchange.status in RETRIABLE_STATUS
+            and len(state.attempts) <= state.plan.retries
+        ):
+            return []
+        return self.gw.requests.ending(state)
 
     def fail(self, which: str | None) -> list[pb.ProcessingResponse]:
         """The answer after handling ``which`` raised: the caller's error, then the end.
@@ -254,6 +278,7 @@ class ProviderStream:
             resp.response_headers.response.header_mutation.CopyFrom(mutation({}, remove))
             return resp
         status = int(headers.get(":status", "0") or 0)
+        self._keep_content()
         attempt = self.attempt
         if attempt is not None:
             attempt.responded = time.monotonic()
@@ -311,6 +336,8 @@ class ProviderStream:
         out = self._scrub.feed(out)
         if eos:
             out += self._scrub.flush()
+        if self._keep:
+            self._kept(out)
         attempt = self.attempt
         if out and attempt is not None and attempt.first_chunk is None:
             attempt.first_chunk = time.monotonic()
@@ -324,9 +351,30 @@ class ProviderStream:
             tail = self.exchange.finish()
             self._finish_attempt()
         tail = self._scrub.feed(tail) + self._scrub.flush()
+        if self._keep:
+            self._kept(tail)
         out = _streamed(tail, False) if tail else []
         out.append(_trailers())
         return out
+
+    def _keep_content(self) -> None:
+        """Keep this attempt's response for the request's record, if its route records content."""
+        state = self.state
+        if state is None or state.plan is None:
+            return
+        self._keep = self.gw.audit.content_limit(state.plan.route)
+        if self._keep:
+            state.response_content = bytearray()
+            state.response_bytes = 0
+
+    def _kept(self, out: bytes) -> None:
+        state = self.state
+        if state is None or state.response_content is None:
+            return
+        state.response_bytes += len(out)
+        room = self._keep - len(state.response_content)
+        if room > 0:
+            state.response_content += out[:room]
 
     def close(self) -> None:
         if self.state is None:

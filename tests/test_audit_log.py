@@ -122,6 +122,26 @@ def test_streamed_request(log: AuditFile, oa: openai.OpenAI) -> None:
     assert r["answer"]["finish_reasons"] == ["stop"]
 
 
+@pytest.mark.parametrize("model", ["gpt-4o", "claude"], ids=["passthrough", "translated"])
+def test_a_stream_waits_for_its_record_at_its_last_event(
+    log: AuditFile, oa: openai.OpenAI, model: str
+) -> None:
+    # The SDK stops reading at [DONE]; the provider ends the body a second later.
+    fault = "oa" if model == "gpt-4o" else "an"
+    chunks = list(
+        oa.chat.completions.create(
+            model=model,
+            stream=True,
+            messages=[{"role": "user", "content": "last event"}],
+            extra_headers={f"x-fake-fault-{fault}": "end_delay=1", "x-request-id": f"end-{model}"},
+        )
+    )
+    assert chunks
+    r = log.last()
+    assert r["request_id"] == f"end-{model}" and r["outcome"]["status"] == 200
+    assert r["duration_ms"] < 900, "recorded at the last event, not at the body's end"
+
+
 def test_translated_request(log: AuditFile, oa: openai.OpenAI) -> None:
     oa.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
     r = log.last()
@@ -152,7 +172,16 @@ def test_anthropic_client(log: AuditFile, audited: tuple[GatewayProcess, AuditFi
         client.messages.create(
             model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
-    r = log.last()
+        # Streamed: the SDK stops at message_stop, before the body ends; that
+        # event already waited for the record.
+        with client.messages.stream(
+            model="claude", max_tokens=10, messages=[{"role": "user", "content": "go"}]
+        ) as stream:
+            assert stream.get_final_message().content
+            streamed = log.last()
+        assert streamed["client"]["stream"] is True and streamed["outcome"]["status"] == 200
+        assert streamed["usage"]["output_tokens"] > 0
+    r = log.requests()[-2]
     assert r["client"] == {
         "api": "anthropic-messages",
         "path": "/anthropic/v1/messages",

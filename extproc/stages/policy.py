@@ -29,6 +29,7 @@ from ..headers import mutation, to_dict
 from ..pipeline import Answer, RequestContext, request_steps, unknown_model
 from ..pipeline.record import answered_by, answered_details, client_path, trace_context, unrouted
 from ..state import Answered, RequestState
+from . import ending
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,12 @@ class PolicyStream:
         style = self.endpoint.style if self.endpoint else style_for_path(path)
         self.answered = Answered(500, "internal_error")
         return [error_response(internal(self.request_id), style)]
+
+    def end_wait(
+        self, req: pb.ProcessingRequest, out: list[pb.ProcessingResponse]
+    ) -> float | None:
+        """How long the reply ``out`` may wait for ``ending`` (an answer in place of a response)."""
+        return ending.ends(req, out)
 
     def ending(self) -> list[Awaitable[object]]:
         """A refusal or answer is about to go out: what it waits for (the durable audit record).

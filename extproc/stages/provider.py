@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from ..apis import ErrorStyle
+from ..apis import ClientApi, ErrorStyle
 from ..config import Provider, ProviderApi
 from ..errors import GatewayError, internal, render, render_stream_event
 from ..gateway import Gateway
@@ -26,6 +26,7 @@ from ..scrub import ACCOUNT_HEADERS, Scrubber
 from ..state import Attempt, RequestState
 from ..translate import AttemptContext, Exchange, exchange_for
 from ..translate.exchange import Mode
+from . import ending
 from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,13 @@ AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 # Headers that mean something to one provider API only (openai-organization
 # and openai-project never get this far: see ``forwarding``).
 OPENAI_ONLY = ("openai-beta",)
+# The event that ends a stream for the app's SDK, which stops reading there
+# (before the body's end): in the durable mode the chunk carrying it waits for
+# the request's audit record (``stages.ending``).
+STREAM_END = {
+    ClientApi.OPENAI_CHAT: b"data: [DONE]",
+    ClientApi.ANTHROPIC_MESSAGES: b"event: message_stop",
+}
 # Body bytes per streamed_response message. Envoy's reference keeps these at
 # 64 KiB or less; a larger one, or a burst of them, is what crosses the
 # downstream buffer's high watermark in one go (see README, "Large responses").
@@ -73,6 +81,7 @@ class ProviderStream:
         self._body_out = False  # and some of its body
         self._scrub = Scrubber(())
         self._keep = 0  # bytes of the response kept for its record (audit.content)
+        self._stream_end = False  # this message's reply carries the stream's last event
 
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
@@ -104,6 +113,21 @@ class ProviderStream:
     @property
     def request_id(self) -> str:
         return self.state.id if self.state is not None else ""
+
+    def _ends_stream(self, out: bytes) -> bool:
+        exchange, state = self.exchange, self.state
+        if exchange is None or state is None or exchange.mode is not Mode.STREAM or self._finished:
+            return False
+        marker = STREAM_END.get(state.api) if state.api is not None else None
+        return marker is not None and marker in out
+
+    def end_wait(self, req: pb.ProcessingRequest, out: list[pb.ProcessingResponse]) -> float | None:
+        """How long the reply ``out`` may wait for ``ending``, if it ends the app's response."""
+        limit = ending.ends(req, out)
+        if limit is None and self._stream_end:
+            limit = ending.STREAM_WAIT
+        self._stream_end = False
+        return limit
 
     def ending(self) -> list[Awaitable[object]]:
         """This reply ends the attempt's response: what it waits for (the durable audit record).
@@ -341,6 +365,10 @@ class ProviderStream:
         attempt = self.attempt
         if out and attempt is not None and attempt.first_chunk is None:
             attempt.first_chunk = time.monotonic()
+        if not eos and self._ends_stream(out):
+            # The app's SDK is done at this event: the request's outcome is known.
+            self._finish_attempt()
+            self._stream_end = True
         if not out and not eos:
             return []  # full duplex: nothing to send yet
         return _streamed(out, eos)

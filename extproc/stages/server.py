@@ -41,6 +41,10 @@ class _Stream(Protocol):
 
     def fail(self, which: str | None) -> list[pb.ProcessingResponse]: ...
 
+    def end_wait(
+        self, req: pb.ProcessingRequest, out: list[pb.ProcessingResponse]
+    ) -> float | None: ...
+
     def ending(self) -> list[Awaitable[object]]: ...
 
     def close(self) -> None: ...
@@ -90,7 +94,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                         # The provider stage answers each body chunk at once: no
                         # awaits to pay for, but at the response's end.
                         out = stream.handle(req)
-                        if (limit := ending.ends(req, out)) is not None:
+                        if (limit := stream.end_wait(req, out)) is not None:
                             await ending.hold(stream.ending(), limit)
                         for resp in out:
                             yield resp
@@ -100,7 +104,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     # the caller's format.
                     _log_failure(stage, stream.request_id, which, e)
                     out = stream.fail(which)
-                    if (limit := ending.ends(req, out)) is not None:
+                    if (limit := stream.end_wait(req, out)) is not None:
                         await ending.hold(stream.ending(), limit)
                     for resp in out:
                         yield resp

@@ -14,7 +14,7 @@ make the first provider fail and the fallback succeed::
     x-fake-fault-<name>: stall=5                  # no byte for 5 s
     x-fake-fault-<name>: reset_after=2            # RST after 2 SSE events (0: before headers)
     x-fake-fault-<name>: chunk_delay=0.2          # 200 ms between SSE events
-    x-fake-fault-<name>: end_delay=1              # 1 s between the last SSE event and the body's end
+    x-fake-fault-<name>: end_delay=1              # 1 s from the last SSE event to the body's end
     x-fake-fault-<name>: error_event=overloaded_error   # Anthropic SSE error mid-stream
     x-fake-fault-<name>: cache_read=100,cache_creation=20
     x-fake-fault-<name>: status=503,only_model=gpt-4o   # only requests for that model id

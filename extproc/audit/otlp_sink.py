@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..config import ConfigError
 from . import config
@@ -40,7 +41,15 @@ def _exporter(cfg: config.OtlpSink) -> Any:
             "audit.otlp.protocol",
             f"the OTLP {cfg.protocol.value} exporter is not installed ({e.name})",
         ) from None
-    return OTLPLogExporter(endpoint=cfg.endpoint) if cfg.endpoint else OTLPLogExporter()
+    endpoint = cfg.endpoint
+    if (
+        endpoint
+        and cfg.protocol is config.OtlpProtocol.HTTP
+        and urlsplit(endpoint).path in ("", "/")
+    ):
+        # As OTEL_EXPORTER_OTLP_ENDPOINT: the collector's base URL, the signal's path added.
+        endpoint = endpoint.rstrip("/") + "/v1/logs"
+    return OTLPLogExporter(endpoint=endpoint) if endpoint else OTLPLogExporter()
 
 
 class OtlpSink(Sink):

@@ -30,12 +30,11 @@ SCOPE = "sidegate.audit"
 
 def _exporter(cfg: config.OtlpSink) -> Any:
     try:
+        exporter: Any
         if cfg.protocol is config.OtlpProtocol.GRPC:
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+            from opentelemetry.exporter.otlp.proto.grpc import _log_exporter as exporter
         else:
-            from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # type: ignore[no-redef,import-not-found,unused-ignore]
-                OTLPLogExporter,
-            )
+            from opentelemetry.exporter.otlp.proto.http import _log_exporter as exporter
     except ImportError as e:
         raise ConfigError(
             "audit.otlp.protocol",
@@ -49,7 +48,7 @@ def _exporter(cfg: config.OtlpSink) -> Any:
     ):
         # As OTEL_EXPORTER_OTLP_ENDPOINT: the collector's base URL, the signal's path added.
         endpoint = endpoint.rstrip("/") + "/v1/logs"
-    return OTLPLogExporter(endpoint=endpoint) if endpoint else OTLPLogExporter()
+    return exporter.OTLPLogExporter(endpoint=endpoint) if endpoint else exporter.OTLPLogExporter()
 
 
 class OtlpSink(Sink):

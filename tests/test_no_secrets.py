@@ -47,7 +47,8 @@ def _keys() -> dict[str, str]:
 
 def test_the_scan_finds_a_planted_key(tmp_path: Path) -> None:
     planted = KEYS["SG_TEST_AN_KEY"]
-    audit = tmp_path / "audit.jsonl"
+    # Not named *.jsonl: the suite-wide scan must not find this plant.
+    audit = tmp_path / "planted-record.txt"
     audit.write_text(
         json.dumps({"kind": "request", "hash": "h", "prev": "p", "seq": 0, "x": planted}) + "\n"
     )
@@ -79,20 +80,31 @@ def _run(tmp_path: Path, fakes: dict[str, FakeProvider], otlp: OtlpReceiver) -> 
         "otlp": {"endpoint": otlp.grpc_endpoint},
         "content": {"routes": ["*"]},
     }
+    # Traces and metrics too, prompts and answers in spans included.
+    doc["telemetry"] = {
+        "export": {"endpoint": otlp.grpc_endpoint, "protocol": "grpc"},
+        "traces": {"schedule_delay": "100ms"},
+        "metrics": {"export_interval": "500ms"},
+        "content": {"routes": ["*"]},
+    }
     cfg = tmp_path / "sidegate.yaml"
     cfg.write_text(yaml.safe_dump(doc))
     ready = tmp_path / "ready"
     out = tmp_path / "run.out"
-    env = {
-        **os.environ,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.grpc_endpoint,
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with out.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "extproc.cli", "-v", "run", "-c", str(cfg),
-             "--ready-file", str(ready)],
+            [
+                sys.executable,
+                "-m",
+                "extproc.cli",
+                "-v",
+                "run",
+                "-c",
+                str(cfg),
+                "--ready-file",
+                str(ready),
+            ],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,
@@ -161,15 +173,14 @@ def test_no_key_in_any_log_span_or_audit_record(
     for path in sorted(tmp_path_factory.getbasetemp().rglob("*.jsonl*")):
         PRODUCED.file("audit", str(path), path)
 
-    # The echoing provider did hand its key back: the records hold it masked.
-    records = [json.loads(line) for line in audit.read_text().splitlines()]
-    echoed = [r for r in records if "key=***" in json.dumps(r.get("content", {}))]
-    assert echoed, "no record shows the echoed key, scrubbed"
-
     result = scan(PRODUCED.texts, PRODUCED.files, _keys())
     for kind in KINDS:
         assert result.counts[kind] > 0, f"no {kind} was scanned: the scan proves nothing"
     assert not result.findings, "\n".join(map(str, result.findings))
+    # The echoing provider did hand its key back: the records hold it masked.
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    echoed = [r for r in records if "key=***" in json.dumps(r.get("content", {}))]
+    assert echoed, "no record shows the echoed key, scrubbed"
     print(
         "scanned: "
         + ", ".join(f"{result.counts[k]} {k} records" for k in KINDS)

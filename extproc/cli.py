@@ -465,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the gateway with quotas counted in memory",
     )
+    p.add_argument(
+        "--no-audit",
+        dest="audit",
+        action="store_false",
+        help="skip the gateway with the durable audit log (a file, fsynced per response)",
+    )
     p.add_argument("--redis-url", help="also measure quotas counted in this Redis")
     p.add_argument(
         "--soak", type=_positive, metavar="N", help="instead: the ext_proc's RSS over N requests"

@@ -23,7 +23,8 @@ def test_bench_measures_every_target(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     rows = {(r["target"], r["stream"]): r for r in json.loads(out.read_text())["results"]}
-    assert set(rows) == {(t, s) for t in ("direct", "envoy", "sidegate") for s in (False, True)}
+    targets = ("direct", "envoy", "sidegate", "+audit")
+    assert set(rows) == {(t, s) for t in targets for s in (False, True)}
     for row in rows.values():
         assert row["requests"] >= 40 and row["p50_ms"] > 0
     # Only the proxies' own processes are charged, and sidegate's include Envoy's.
@@ -38,3 +39,5 @@ def test_bench_measures_every_target(tmp_path: Path) -> None:
     assert rows[("envoy", False)]["messages_per_req"] is None
     shape = EXPECTED["openai_passthrough"]
     assert sidegate["messages_per_req"] == sum(n for per in shape.values() for n in per.values())
+    # The audit log adds no message: its record rides on the replies already sent.
+    assert rows[("+audit", False)]["messages_per_req"] == sidegate["messages_per_req"]

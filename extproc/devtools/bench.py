@@ -391,6 +391,11 @@ def main(args: argparse.Namespace) -> int:
         gateways = [("sidegate", gw_port, base)]
         if args.quotas:
             gateways.append(("+quotas", _free_port(), {**base, "quotas": quotas}))
+        if args.audit:
+            # The durable audit log: each record written and fsynced (on this
+            # machine's disk) before its response ends.
+            audit = {"file": {"path": str(workdir / "audit" / "audit.jsonl")}}
+            gateways.append(("+audit", _free_port(), {**base, "audit": audit}))
         if args.redis_url:
             redis_state = {"redis": {"url": args.redis_url, "key_prefix": "sidegate-bench:"}}
             gateways.append(

@@ -218,6 +218,10 @@ def test_unknown_model(log: AuditFile, oa: openai.OpenAI) -> None:
     r = log.last()
     assert r["model"] == {"requested": "nope", "route": None}
     assert r["outcome"]["status"] == 404 and r["outcome"]["error"] == "model_not_found"
+    # The client picks the name, not the record's size.
+    with pytest.raises(openai.NotFoundError):
+        oa.chat.completions.create(model="m" * 50_000, messages=[{"role": "user", "content": "x"}])
+    assert len(log.last()["model"]["requested"]) == 257
 
 
 def test_content_only_where_the_route_opts_in(log: AuditFile, oa: openai.OpenAI) -> None:

@@ -40,6 +40,15 @@ if TYPE_CHECKING:
     from ..state import Attempt, RequestState
 
 
+# The most of any one string the client or a provider chose (a model name, an
+# id) that a record keeps: a record's size must not be the client's to pick.
+MAX_TEXT = 256
+
+
+def _clip(value: str | None) -> str | None:
+    return value if value is None or len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
+
+
 def _iso(wall: float) -> str:
     return datetime.datetime.fromtimestamp(wall, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -57,7 +66,7 @@ def _attempt(a: Attempt) -> dict[str, Any]:
         "status": a.status,
         "error": a.error,
         "latency_ms": _ms(a.started, a.ended),
-        "retry_after": a.retry_after,
+        "retry_after": _clip(a.retry_after),
     }
 
 
@@ -130,7 +139,7 @@ def build(
         "time": _iso(state.wall(end)),
         "start": _iso(state.started_wall),
         "duration_ms": _ms(state.started, end),
-        "request_id": state.id,
+        "request_id": _clip(state.id),
         "trace_id": _trace_id(state),
         "span_id": f"{state.span_id:016x}" if state.span_id else None,
         "caller": None
@@ -141,7 +150,7 @@ def build(
             "path": state.path,
             "stream": state.stream,
         },
-        "model": {"requested": state.requested_model, "route": route},
+        "model": {"requested": _clip(state.requested_model), "route": route},
         "attempts": [_attempt(a) for a in state.attempts],
         "answer": None
         if state.provider is None
@@ -149,9 +158,9 @@ def build(
             "provider": state.provider,
             "model": state.model,
             "model_id": model.id if model is not None else None,
-            "response_model": state.response_model,
-            "response_id": state.response_id,
-            "finish_reasons": list(state.finish_reasons),
+            "response_model": _clip(state.response_model),
+            "response_id": _clip(state.response_id),
+            "finish_reasons": [_clip(r) for r in state.finish_reasons],
         },
         "usage": None
         if usage is None

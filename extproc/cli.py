@@ -269,7 +269,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit.verify_cli import run_verify
 
-    return run_verify(args.files, partial=args.partial)
+    return run_verify(
+        args.files, partial=args.partial, key_env=args.key_env, key_file=args.key_file
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         audit,
         "verify",
         "check the hash chain of an audit log across its rotated files; exit 0 when intact, "
-        "1 naming each edited, deleted, inserted or reordered record, 2 when a file cannot be read",
+        "1 naming each edited, deleted, inserted or reordered record, 2 when a file or the "
+        "chain key cannot be read",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="the log's files, in any order")
     p.add_argument(
@@ -432,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept a log that begins mid-chain (a part of a log, copied out)",
     )
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--key-env", help="the chain key (audit.chain_key) is in this variable")
+    key.add_argument("--key-file", help="the chain key (audit.chain_key) is in this file")
     p.set_defaults(func=_cmd_audit_verify)
 
     p = command(sub, "fake-provider", "a local provider that speaks the real wire format")

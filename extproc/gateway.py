@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import model_list, pipeline
-from .audit.audit_log import AuditLog
+from .audit.audit_log import AuditLog, read_chain_key
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
 from .quota.enforcer import QuotaEnforcer
@@ -88,6 +88,7 @@ class Gateway:
             )
         except TokenizerError as e:
             raise ConfigError("tokenizer", str(e)) from None
+        read_chain_key(config.audit.chain_key)  # a key that cannot be read refuses the config
         return Prepared(config, quotas, redis)
 
     def reload(self, config: GatewayConfig) -> None:

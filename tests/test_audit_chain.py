@@ -228,3 +228,43 @@ def test_cli_exit_codes(log: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["audit", "verify", *map(str, _files(copy / log.name))]) == 1
     assert f"{f}:{n}:" in capsys.readouterr().out
     assert main(["audit", "verify", str(tmp_path / "missing")]) == 2
+
+
+CHAIN_KEY = "audit-chain-key-for-tests-0123456789"
+
+
+def test_a_keyed_chain_cannot_be_rehashed_without_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from extproc.audit.chain import CHAIN_FIELDS, canonical, digest
+    from extproc.config import KeySource
+
+    monkeypatch.setenv("SG_TEST_AUDIT_CHAIN_KEY", CHAIN_KEY)
+    path = tmp_path / "audit.jsonl"
+    cfg = config.AuditConfig(
+        file=config.FileSink(str(path)), chain_key=KeySource(env="SG_TEST_AUDIT_CHAIN_KEY")
+    )
+    writer = AuditWriter(cfg, build_sinks(cfg))
+    writer.start()
+    for i in range(5):
+        waiter = writer.submit({"v": 1, "kind": "request", "request_id": f"k{i}"}, wait=True)
+        assert waiter is not None and waiter.result(5)
+    writer.close()
+    records = _records(path)
+    assert records[0]["mac"] == "hmac-sha256" and CHAIN_KEY not in path.read_text()
+    key = ["--key-env", "SG_TEST_AUDIT_CHAIN_KEY"]
+    assert main(["audit", "verify", *key, str(path)]) == 0
+    # Without the key: told to pass it, not a list of "edited" records.
+    assert main(["audit", "verify", str(path)]) == 2
+    assert "hmac-sha256: pass its key" in capsys.readouterr().err
+
+    # An edit re-hashed the plain way, as anyone without the key could, is caught.
+    lines = path.read_bytes().splitlines(keepends=True)
+    rec = json.loads(lines[3])
+    rec["request_id"] = "forged"
+    body = {k: v for k, v in rec.items() if k not in CHAIN_FIELDS}
+    rec["hash"] = digest(rec["prev"], rec["seq"], canonical(body))
+    lines[3] = json.dumps(rec).encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    assert main(["audit", "verify", *key, str(path)]) == 1
+    assert f"{path}:4: record seq 3: its content does not match" in capsys.readouterr().out

@@ -62,12 +62,27 @@ def test_defaults_and_every_field() -> None:
         ({"stdout": True, "flush_interval": "0s"}, "audit.flush_interval: expected a positive"),
         ({"otlp": {"protocol": "udp"}}, "audit.otlp.protocol: expected one of: grpc"),
         ({"stdout": True, "content": {"routes": ["nope"]}}, "audit.content.routes[0]: no route"),
+        ({"stdout": True, "chain_key": {"env": "1x"}}, "audit.chain_key.env: not an environment"),
     ],
 )
 def test_errors_name_the_field(section: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as e:
         _audit(section)
     assert str(e.value).startswith(message), str(e.value)
+
+
+def test_a_chain_key_that_cannot_be_read_refuses_the_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from extproc.gateway import Gateway
+
+    doc = {**BASE, "audit": {"stdout": True, "chain_key": {"env": "SG_TEST_NO_SUCH_KEY"}}}
+    monkeypatch.delenv("SG_TEST_NO_SUCH_KEY", raising=False)
+    with pytest.raises(ConfigError, match="audit.chain_key.env: environment variable"):
+        Gateway(parse_config(doc))
+    monkeypatch.setenv("SG_TEST_NO_SUCH_KEY", "short")
+    with pytest.raises(ConfigError, match="audit.chain_key: the key must be at least 16"):
+        Gateway(parse_config(doc))
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:

@@ -79,6 +79,8 @@ def _run(tmp_path: Path, fakes: dict[str, FakeProvider], otlp: OtlpReceiver) -> 
         "stdout": True,
         "otlp": {"endpoint": otlp.grpc_endpoint},
         "content": {"routes": ["*"]},
+        # A secret of sidegate's own, scanned for like the provider keys.
+        "chain_key": {"env": "SG_TEST_AUDIT_CHAIN_KEY"},
     }
     # Traces and metrics too, prompts and answers in spans included.
     doc["telemetry"] = {
@@ -157,8 +159,12 @@ def _tempt(base: str) -> None:
 
 
 def test_no_key_in_any_log_span_or_audit_record(
-    fakes: dict[str, FakeProvider], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    fakes: dict[str, FakeProvider],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("SG_TEST_AUDIT_CHAIN_KEY", "audit-chain-key-of-the-scan-0123456789")
     with OtlpReceiver() as otlp:
         output, audit = _run(tmp_path, fakes, otlp)
         spans = otlp.spans()

@@ -12,17 +12,49 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Awaitable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..config import ConfigError
 from .config import AuditConfig, Durability, OnFailure
 from .sink import Sink
 from .writer import AuditWriter
 
+if TYPE_CHECKING:
+    from ..config import KeySource
+
 log = logging.getLogger(__name__)
+
+MIN_CHAIN_KEY = 16
+
+
+def read_chain_key(source: KeySource | None) -> bytes | None:
+    """The chain key's bytes; ConfigError naming the field when it cannot be read."""
+    if source is None:
+        return None
+    if source.env is not None:
+        value = os.environ.get(source.env, "").strip()
+        if not value:
+            raise ConfigError(
+                "audit.chain_key.env", f"environment variable {source.env} is not set"
+            )
+    else:
+        assert source.file is not None
+        try:
+            value = Path(source.file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not text"
+            raise ConfigError("audit.chain_key.file", f"cannot read {source.file}: {why}") from None
+    if len(value) < MIN_CHAIN_KEY:
+        raise ConfigError("audit.chain_key", f"the key must be at least {MIN_CHAIN_KEY} characters")
+    return value.encode()
 
 
 def build_sinks(cfg: AuditConfig) -> list[Sink]:
+    key = read_chain_key(cfg.chain_key)
     sinks: list[Sink] = []
     if cfg.file is not None:
         from .file_sink import FileSink
@@ -36,6 +68,8 @@ def build_sinks(cfg: AuditConfig) -> list[Sink]:
         from .otlp_sink import OtlpSink
 
         sinks.append(OtlpSink(cfg.otlp))
+    for sink in sinks:
+        sink.chain.key = key
     return sinks
 
 

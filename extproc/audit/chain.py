@@ -6,6 +6,9 @@ record of a chain) and ``hash``::
 
     hash = sha256(prev ":" seq ":" canonical(record without hash, prev, seq))
 
+or, with ``audit.chain_key``, HMAC-SHA256 of the same bytes under that key:
+then nobody without the key can re-hash an edited chain so that it verifies.
+
 where ``canonical`` is JSON with sorted keys, no spaces and ASCII only (so the
 bytes do not depend on the writer's encoder). Editing a record breaks its own
 hash; re-hashing it breaks the ``prev`` of the next one; deleting, inserting or
@@ -26,6 +29,7 @@ A chain also records what happens to it, as records of its own ``kind``:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +46,16 @@ def canonical(record: dict[str, Any]) -> bytes:
     ).encode("ascii")
 
 
-def digest(prev: str, seq: int, body: bytes) -> str:
-    h = hashlib.sha256(f"{prev}:{seq}:".encode("ascii"))
+def digest(prev: str, seq: int, body: bytes, key: bytes | None = None) -> str:
+    head = f"{prev}:{seq}:".encode("ascii")
+    h = hashlib.sha256(head) if key is None else hmac.new(key, head, hashlib.sha256)
     h.update(body)
     return h.hexdigest()
+
+
+def mac_name(key: bytes | None) -> str:
+    """How a chain's hashes are made, as its ``start`` records say."""
+    return "sha256" if key is None else "hmac-sha256"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +69,9 @@ class Link:
 class Chain:
     """Seals record bodies into lines, one after the other."""
 
-    def __init__(self, head: Link | None = None) -> None:
+    def __init__(self, head: Link | None = None, key: bytes | None = None) -> None:
         self.head = head
+        self.key = key
 
     @property
     def next_seq(self) -> int:
@@ -70,7 +81,7 @@ class Chain:
         """The line for ``body`` (a canonical record without chain fields), chained on."""
         prev = GENESIS if self.head is None else self.head.hash
         seq = self.next_seq
-        h = digest(prev, seq, body)
+        h = digest(prev, seq, body, self.key)
         self.head = Link(seq, h)
         # The chain fields go last: ``body`` is canonical, the line need not be.
         return body[:-1] + f',"hash":"{h}","prev":"{prev}","seq":{seq}}}\n'.encode("ascii")
@@ -84,7 +95,7 @@ class Edited(ValueError):
         self.record, self.link, self.prev = record, link, prev
 
 
-def check_line(line: bytes) -> tuple[dict[str, Any], Link, str]:
+def check_line(line: bytes, key: bytes | None = None) -> tuple[dict[str, Any], Link, str]:
     """A line's record, its own link and the hash it says it follows.
 
     Raises ``ValueError`` naming what is wrong when the line is not a sealed
@@ -101,7 +112,7 @@ def check_line(line: bytes) -> tuple[dict[str, Any], Link, str]:
         raise ValueError("no chain fields (hash, prev, seq)")
     body = {k: v for k, v in record.items() if k not in CHAIN_FIELDS}
     try:
-        expected = digest(prev, seq, canonical(body))
+        expected = digest(prev, seq, canonical(body), key)
     except ValueError:
         raise ValueError("not a JSON record") from None
     if expected != h:

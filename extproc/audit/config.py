@@ -7,12 +7,13 @@ sink, there is no audit log and the pipeline's audit listener costs nothing.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from ..config import Reader
+    from ..config import KeySource, Reader
 
 
 class Durability(enum.StrEnum):
@@ -79,6 +80,9 @@ class AuditConfig:
     queue_size: int = 10_000
     on_failure: OnFailure = OnFailure.REFUSE
     content: ContentConfig = field(default_factory=ContentConfig)
+    # A secret the chain's hashes are keyed with (HMAC-SHA256): without it an
+    # edited log cannot be re-hashed to verify. None: plain SHA-256.
+    chain_key: KeySource | None = None
 
     @property
     def enabled(self) -> bool:
@@ -98,6 +102,7 @@ _FIELDS = [
     "queue_size",
     "on_failure",
     "content",
+    "chain_key",
 ]
 
 
@@ -109,6 +114,27 @@ def _choice(r: Reader, kind: type[_E], default: _E) -> _E:
         return kind(r.string(default.value))
     except ValueError:
         raise r.fail("expected one of: " + ", ".join(e.value for e in kind)) from None
+
+
+def _chain_key(r: Reader) -> KeySource | None:
+    """{env: NAME} or {file: PATH}, as a provider key.
+
+    Read here rather than by the provider keys' parser: the example config,
+    which shows every field a parser reads, can show only one of two
+    exclusive forms (its comment names both).
+    """
+    from ..config import KeySource
+
+    if r.value is None:
+        return None
+    if not isinstance(r.value, dict) or len(r.value) != 1 or set(r.value) - {"env", "file"}:
+        raise r.fail("expected {env: NAME} or {file: PATH}")
+    if "file" in r.value:
+        return KeySource(file=r.child("file").string())
+    name = r.child("env").string()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise r.child("env").fail(f"not an environment variable name: {name!r}")
+    return KeySource(env=name)
 
 
 def parse_audit_config(root: Reader, routes: Mapping[str, object]) -> AuditConfig:
@@ -162,6 +188,7 @@ def parse_audit_config(root: Reader, routes: Mapping[str, object]) -> AuditConfi
         queue_size=r.child("queue_size").integer(d.queue_size, minimum=1),
         on_failure=_choice(r.child("on_failure"), OnFailure, d.on_failure),
         content=content,
+        chain_key=_chain_key(r.child("chain_key")),
     )
     if r.value is not None and not config.enabled:
         raise r.fail("an audit section needs at least one sink: file, stdout or otlp")

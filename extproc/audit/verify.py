@@ -20,12 +20,14 @@ What no chain can show: records cut from the very end. Keep an off-box copy
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .chain import GENESIS, Edited, Link, check_line
+from .chain import GENESIS, Edited, Link, check_line, mac_name
 
 # Recent records remembered to tell a reorder from an edit; a chain reordered
 # over a longer span is still reported, as missing and out-of-order records.
@@ -80,14 +82,30 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
         yield from enumerate(iter(lambda: f.readline(MAX_LINE), b""), 1)
 
 
+def _claimed(line: bytes) -> tuple[dict[str, Any], Link | None, str]:
+    """A line's record and the link it claims, whether or not its hash holds."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}, None, ""
+    if not isinstance(record, dict):
+        return {}, None, ""
+    h, prev, seq = record.get("hash"), record.get("prev"), record.get("seq")
+    if isinstance(h, str) and isinstance(prev, str) and type(seq) is int and seq >= 0:
+        return record, Link(seq, h), prev
+    return record, None, ""
+
+
 def _first_seq(path: Path) -> int | None:
     for _, line in _lines(path):
-        try:
-            _, link, _ = check_line(line)
-        except ValueError:
-            continue
-        return link.seq
+        _, link, _ = _claimed(line)
+        if link is not None:
+            return link.seq
     return None
+
+
+class KeyMismatch(Exception):
+    """The log's chain is made another way than the key given (or not given) says."""
 
 
 def order_files(paths: Sequence[Path]) -> list[Path]:
@@ -97,8 +115,9 @@ def order_files(paths: Sequence[Path]) -> list[Path]:
 
 
 class _Verifier:
-    def __init__(self, partial: bool) -> None:
+    def __init__(self, partial: bool, key: bytes | None) -> None:
         self.partial = partial
+        self.key = key
         self.report = Report()
         self.prev: Link | None = None
         self.prev_at: Position | None = None
@@ -128,8 +147,16 @@ class _Verifier:
             )
             return
         try:
-            record, link, prev = check_line(line)
+            record, link, prev = check_line(line, self.key)
         except Edited as e:
+            mac = e.record.get("mac")
+            if e.record.get("kind") == "start" and mac != mac_name(self.key):
+                hint = (
+                    "pass its key (--key-env or --key-file)"
+                    if self.key is None
+                    else "verify it without a key"
+                )
+                raise KeyMismatch(f"{at}: the chain is made with {mac}: {hint}") from None
             self.problem(at, f"record seq {e.link.seq}: {e}")
             record, link, prev = e.record, e.link, e.prev
         except ValueError as e:
@@ -253,9 +280,13 @@ class _Verifier:
         return self.report
 
 
-def verify(paths: Sequence[Path], partial: bool = False) -> Report:
-    """Check the chain across ``paths``. Raises OSError for a file that cannot be read."""
-    v = _Verifier(partial)
+def verify(paths: Sequence[Path], partial: bool = False, key: bytes | None = None) -> Report:
+    """Check the chain across ``paths`` (keyed with ``key``, if its records were).
+
+    Raises OSError for a file that cannot be read, KeyMismatch when the chain
+    was made with a key and none was given, or the other way round.
+    """
+    v = _Verifier(partial, key)
     ordered = order_files(paths)
     v.report.files = len(ordered)
     for path in ordered:

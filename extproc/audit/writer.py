@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import __version__
-from .chain import canonical
+from .chain import canonical, mac_name
 from .config import AuditConfig, Durability, OnFailure
 from .sink import Sink, SinkFailed, marker, utc_now
 
@@ -135,7 +135,11 @@ class AuditWriter:
         notes.insert(
             0,
             marker(
-                "start", pid=os.getpid(), sidegate=__version__, durability=self.cfg.durability.value
+                "start",
+                pid=os.getpid(),
+                sidegate=__version__,
+                durability=self.cfg.durability.value,
+                mac=mac_name(sink.chain.key),
             ),
         )
         self._write(sink, [canonical(n) for n in notes], counted=0)

@@ -78,10 +78,10 @@ def test_a_chain_key_that_cannot_be_read_refuses_the_config(
 
     doc = {**BASE, "audit": {"stdout": True, "chain_key": {"env": "SG_TEST_NO_SUCH_KEY"}}}
     monkeypatch.delenv("SG_TEST_NO_SUCH_KEY", raising=False)
-    with pytest.raises(ConfigError, match="audit.chain_key.env: environment variable"):
+    with pytest.raises(ConfigError, match=r"audit\.chain_key\.env: environment variable"):
         Gateway(parse_config(doc))
     monkeypatch.setenv("SG_TEST_NO_SUCH_KEY", "short")
-    with pytest.raises(ConfigError, match="audit.chain_key: the key must be at least 16"):
+    with pytest.raises(ConfigError, match=r"audit\.chain_key: the key must be at least 16"):
         Gateway(parse_config(doc))
 
 

@@ -8,11 +8,16 @@ import enum
 class ClientApi(enum.StrEnum):
     OPENAI_CHAT = "openai-chat"
     OPENAI_EMBEDDINGS = "openai-embeddings"
+    OPENAI_RESPONSES = "openai-responses"
     ANTHROPIC_MESSAGES = "anthropic-messages"
+    # POST /anthropic/v1/messages/count_tokens: Messages' input, counted, never billed.
+    ANTHROPIC_COUNT_TOKENS = "anthropic-count-tokens"
 
     @property
     def error_style(self) -> ErrorStyle:
-        return ErrorStyle.ANTHROPIC if self is ClientApi.ANTHROPIC_MESSAGES else ErrorStyle.OPENAI
+        if self in (ClientApi.ANTHROPIC_MESSAGES, ClientApi.ANTHROPIC_COUNT_TOKENS):
+            return ErrorStyle.ANTHROPIC
+        return ErrorStyle.OPENAI
 
 
 class ErrorStyle(enum.Enum):

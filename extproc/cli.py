@@ -477,6 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the gateway with the durable audit log (a file, fsynced per response)",
     )
+    p.add_argument(
+        "--no-telemetry",
+        dest="telemetry",
+        action="store_false",
+        help="skip the gateway with traces and metrics exported over OTLP to a local sink",
+    )
     p.add_argument("--redis-url", help="also measure quotas counted in this Redis")
     p.add_argument(
         "--soak", type=_positive, metavar="N", help="instead: the ext_proc's RSS over N requests"

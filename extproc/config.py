@@ -20,7 +20,9 @@ import yaml
 
 from . import forwarding
 from .audit.config import AuditConfig, parse_audit_config
+from .model_names import ModelNames, parse_model_names
 from .quota.config import QuotaConfig, parse_quota_config
+from .telemetry.config import TelemetryConfig, parse_telemetry_config
 
 
 class ConfigError(ValueError):
@@ -37,6 +39,30 @@ class ProviderApi(enum.StrEnum):
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+
+
+class ResponsesSupport(enum.StrEnum):
+    """How an OpenAI-style provider answers the Responses API (``POST /v1/responses``)."""
+
+    NATIVE = "native"  # it serves /responses itself: requests pass through, state included
+    CHAT = "chat"  # chat completions only: the stateless subset is translated
+
+
+# The host whose provider serves the Responses API when the config does not say.
+OPENAI_API_HOST = "api.openai.com"
+
+
+class StructuredOutputs(enum.StrEnum):
+    """How an Anthropic model is asked for JSON that follows a schema.
+
+    ``native``: Anthropic's own parameter (``output_config.format``), on the
+    models that have it (Claude Haiku 4.5, Sonnet 4.5 and later, Opus 4.5 and
+    later). ``tool``: a forced tool whose input is the schema, which every
+    model with tools serves; the tool's input becomes the message content.
+    """
+
+    NATIVE = "native"
+    TOOL = "tool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +87,8 @@ class Provider:
     region: str | None = None
     anthropic_version: str = "2023-06-01"
     ca_file: str | None = None  # trust store for TLS origination; system bundle when unset
+    # OpenAI-style providers only: whether /v1/responses passes through or is translated.
+    responses: ResponsesSupport = ResponsesSupport.CHAT
 
     @property
     def tls(self) -> bool:
@@ -85,6 +113,14 @@ class Model:
     price: Price = field(default_factory=Price)
     context_window: int | None = None
     embeddings: bool = False  # an embedding model, served on /v1/embeddings only
+    # How an Anthropic model answers an OpenAI response_format json_schema.
+    structured_outputs: StructuredOutputs = StructuredOutputs.TOOL
+    # An OpenAI-style model that takes reasoning_effort: an Anthropic client's
+    # `thinking` becomes one (other models answer without extended thinking).
+    reasoning: bool = False
+    # The most output tokens the model gives: a larger max_tokens is lowered to
+    # it where sidegate translates the request (Claude Code asks 32,000 of any model).
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +265,8 @@ class GatewayConfig:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    model_names: ModelNames = field(default_factory=lambda: ModelNames({}, ()))
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def route_for(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -368,7 +406,31 @@ def _parse_key(r: Reader) -> KeySource:
     return KeySource(file=r.child("file").string())
 
 
-_PROVIDER_FIELDS = ["api", "base_url", "keys", "region", "anthropic_version", "ca_file"]
+_PROVIDER_FIELDS = [
+    "api",
+    "base_url",
+    "keys",
+    "region",
+    "anthropic_version",
+    "ca_file",
+    "responses",
+]
+
+
+def _parse_responses(r: Reader, api: ProviderApi, host: str) -> ResponsesSupport:
+    if r.value is None:
+        # OpenAI itself serves the Responses API; OpenAI-compatible servers
+        # (vLLM, Ollama, Groq, ...) reliably serve chat completions only.
+        native = api is ProviderApi.OPENAI and host == OPENAI_API_HOST
+        return ResponsesSupport.NATIVE if native else ResponsesSupport.CHAT
+    if api is not ProviderApi.OPENAI:
+        raise r.fail("only OpenAI-style providers (api: openai) take this field")
+    value = r.string()
+    try:
+        return ResponsesSupport(value)
+    except ValueError:
+        known = ", ".join(s.value for s in ResponsesSupport)
+        raise r.fail(f"expected one of: {known}; got {value!r}") from None
 
 
 def _parse_provider(name: str, r: Reader) -> Provider:
@@ -409,13 +471,25 @@ def _parse_provider(name: str, r: Reader) -> Provider:
         region=r.child("region").opt_string(),
         anthropic_version=r.child("anthropic_version").string("2023-06-01"),
         ca_file=r.child("ca_file").opt_string(),
+        responses=_parse_responses(r.child("responses"), api, parts.hostname),
     )
 
 
 def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Model:
     if not _MODEL_NAME.match(name):
         raise r.fail("model names are letters, digits and . _ : / @ + - (max 128)")
-    r.mapping(["provider", "id", "price", "context_window", "embeddings"])
+    r.mapping(
+        [
+            "provider",
+            "id",
+            "price",
+            "context_window",
+            "embeddings",
+            "structured_outputs",
+            "reasoning",
+            "max_output_tokens",
+        ]
+    )
     prov_r = r.child("provider")
     provider = prov_r.string()
     if provider not in providers:
@@ -433,6 +507,14 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
     emb_r = r.child("embeddings")
     if embeddings and providers[provider].api is not ProviderApi.OPENAI:
         raise emb_r.fail("embedding models are served by OpenAI-style providers only")
+    structured = _parse_structured_outputs(r.child("structured_outputs"), providers[provider])
+    mo = r.child("max_output_tokens")
+    reasoning_r = r.child("reasoning")
+    reasoning = reasoning_r.boolean(False)
+    if reasoning and providers[provider].api is not ProviderApi.OPENAI:
+        raise reasoning_r.fail(
+            "only OpenAI-style models take reasoning_effort; Anthropic models take thinking as is"
+        )
     return Model(
         name=name,
         provider=provider,
@@ -440,7 +522,23 @@ def _parse_model(name: str, r: Reader, providers: Mapping[str, Provider]) -> Mod
         price=price,
         context_window=None if cw.value is None else cw.integer(0, minimum=1),
         embeddings=embeddings,
+        structured_outputs=structured,
+        reasoning=reasoning,
+        max_output_tokens=None if mo.value is None else mo.integer(0, minimum=1),
     )
+
+
+def _parse_structured_outputs(r: Reader, provider: Provider) -> StructuredOutputs:
+    if r.value is None:
+        return StructuredOutputs.TOOL
+    if provider.api is not ProviderApi.ANTHROPIC:
+        raise r.fail("applies to models of Anthropic providers only")
+    value = r.string()
+    try:
+        return StructuredOutputs(value)
+    except ValueError:
+        known = ", ".join(m.value for m in StructuredOutputs)
+        raise r.fail(f"expected one of: {known}; got {value!r}") from None
 
 
 def _parse_candidate(r: Reader, models: Mapping[str, Model]) -> Candidate:
@@ -509,6 +607,8 @@ _TOP_FIELDS = [
     "tokenizer",
     "forward_headers",
     "audit",
+    "model_names",
+    "telemetry",
 ]
 
 
@@ -617,6 +717,8 @@ def parse_config(doc: Any) -> GatewayConfig:
         quota=parse_quota_config(root, routes, _parse_key),
         forward_headers=_parse_forward_headers(root),
         audit=parse_audit_config(root, routes),
+        model_names=parse_model_names(root, routes),
+        telemetry=parse_telemetry_config(root, routes),
     )
 
 

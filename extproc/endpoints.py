@@ -31,6 +31,7 @@ class Endpoint:
 _POST = {
     "/chat/completions": ClientApi.OPENAI_CHAT,
     "/embeddings": ClientApi.OPENAI_EMBEDDINGS,
+    "/responses": ClientApi.OPENAI_RESPONSES,
 }
 
 
@@ -46,6 +47,14 @@ def classify(method: str, path: str) -> Endpoint:
             return _only(
                 method, "POST", path, Endpoint(Kind.PROXY, style, ClientApi.ANTHROPIC_MESSAGES)
             )
+        if path == "/anthropic/v1/messages/count_tokens":
+            count = Endpoint(Kind.PROXY, style, ClientApi.ANTHROPIC_COUNT_TOKENS)
+            return _only(method, "POST", path, count)
+        if path == "/anthropic/v1/models":
+            return _only(method, "GET", path, Endpoint(Kind.LIST_MODELS, style))
+        if path.startswith("/anthropic/v1/models/") and len(path) > len("/anthropic/v1/models/"):
+            model_id = path[len("/anthropic/v1/models/") :]
+            return _only(method, "GET", path, Endpoint(Kind.GET_MODEL, style, model_id=model_id))
         raise _not_served(method, path)
     rest = next((path[len(p) :] for p in ("/openai/v1", "/v1") if path.startswith(p + "/")), None)
     if rest is None:

@@ -151,6 +151,17 @@ def _part(part: dict[str, Any], count: Counter) -> int | None:
         if isinstance(f, dict) and isinstance(f.get("file_data"), str):
             found = media.data_url(f["file_data"]) or ("application/pdf", f["file_data"])
         return _file_tokens(found[0], found[1], count) if found else UNSEEN_DOCUMENT
+    if kind == "input_image":  # OpenAI Responses
+        url = part.get("image_url")
+        found = media.data_url(url) if isinstance(url, str) else None
+        return image_tokens(found[1] if found else None, str(part.get("detail") or "auto"))
+    if kind == "input_file":  # OpenAI Responses
+        data = part.get("file_data")
+        found = None
+        if isinstance(data, str) and data:
+            found = media.data_url(data) or ("application/pdf", data)
+        extra = count(part["filename"]) if isinstance(part.get("filename"), str) else 0
+        return extra + (_file_tokens(found[0], found[1], count) if found else UNSEEN_DOCUMENT)
     if kind in ("image", "document"):  # Anthropic
         extra = sum(count(v) for k in ("title", "context") if isinstance(v := part.get(k), str))
         return extra + _source(part.get("source"), kind, count)
@@ -188,6 +199,8 @@ def prompt_tokens(api: ClientApi, body: dict[str, Any], count: Counter) -> int:
         if isinstance(inp, list) and inp and all(isinstance(x, list) for x in inp):
             return sum(len(x) for x in inp)
         return _walk(inp, count)
+    if api is ClientApi.OPENAI_RESPONSES:
+        return _responses(body, count)
     total = _messages(body.get("messages"), count)
     total += _walk(body.get("system"), count)  # Anthropic's top-level system prompt
     # Definitions the provider renders into the prompt: counted as their JSON.
@@ -197,13 +210,32 @@ def prompt_tokens(api: ClientApi, body: dict[str, Any], count: Counter) -> int:
     return total
 
 
+def _responses(body: dict[str, Any], count: Counter) -> int:
+    """A Responses request: its input items are counted as messages are."""
+    inp = body.get("input")
+    if isinstance(inp, list):
+        total = _messages(inp, count)
+    else:
+        total = PER_MESSAGE + _walk(inp, count) + REPLY_PRIMER
+    if body.get("instructions"):
+        total += PER_MESSAGE + _walk(body["instructions"], count)
+    # Tool definitions and the output schema (text.format) are rendered into the prompt.
+    for key in ("tools", "text"):
+        if body.get(key):
+            total += _json(body[key], count)
+    return total
+
+
 def output_tokens(api: ClientApi, body: dict[str, Any], default: int) -> int:
     """The most output tokens the request allows (``default`` when it sets no limit)."""
-    if api is ClientApi.OPENAI_EMBEDDINGS:
+    if api in (ClientApi.OPENAI_EMBEDDINGS, ClientApi.ANTHROPIC_COUNT_TOKENS):
         return 0
     if api is ClientApi.ANTHROPIC_MESSAGES:
         # Required by the API; it covers any thinking budget too.
         return _positive(body.get("max_tokens")) or default
+    if api is ClientApi.OPENAI_RESPONSES:
+        # Reasoning tokens included, as the API counts them.
+        return _positive(body.get("max_output_tokens")) or default
     limit = _positive(body.get("max_completion_tokens")) or _positive(body.get("max_tokens"))
     return (limit or default) * (_positive(body.get("n")) or 1)
 

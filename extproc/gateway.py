@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import model_list, pipeline
+from . import model_list, model_list_anthropic, pipeline
 from .audit.audit_log import AuditLog, read_chain_key
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
@@ -18,10 +20,14 @@ from .quota.store import MemoryStore
 from .routing import RoutePlan, plan_routes
 from .stages.message_count import MessageCounts
 from .state import RequestState, RequestTable
+from .telemetry import Telemetry
+from .telemetry import start as start_telemetry
 from .tokenizer import TokenizerError
 
 if TYPE_CHECKING:
     from .quota.redis_store import RedisStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +38,14 @@ class Prepared:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, telemetry: Telemetry | None = None) -> None:
+        """``telemetry``: built by the caller (``telemetry.start``) to add metric
+        readers of its own; else built here from ``config.telemetry``."""
         self.requests = RequestTable()
+        # Once per process: exporters and their threads outlive reloads.
+        self.telemetry = telemetry if telemetry is not None else start_telemetry(config.telemetry)
+        self.telemetry.count_in_flight(self.requests.__len__)
+        self._telemetry_settings = config.telemetry.start_settings
         # Outlive reloads: the bench and the tests read them across a run.
         self.messages = MessageCounts()
         self._ids = itertools.count(1)
@@ -102,6 +114,11 @@ class Gateway:
         and cached key files carry over.
         """
         config = prepared.config
+        if config.telemetry.start_settings != self._telemetry_settings:
+            log.warning(
+                "telemetry export settings changed in the config: they take effect on restart"
+            )
+            self._telemetry_settings = config.telemetry.start_settings
         old = self.keys
         if self.redis is not None and self.redis is not prepared.redis:
             # Requests in flight still settle through it; it closes after the last.
@@ -120,6 +137,8 @@ class Gateway:
         }
         self.model_cards = model_list.cards(config)
         self.models_body = model_list.list_body(config)
+        self.anthropic_model_cards = model_list_anthropic.cards(config)
+        self.anthropic_models_body = model_list_anthropic.list_body(config)
         self.audit.configure(config.audit)
         self._update_needs()  # a listener's needs may follow the config
 
@@ -129,6 +148,7 @@ class Gateway:
         for store in [*self._retired, *([self.redis] if self.redis else [])]:
             await store.close()
         self._retired.clear()
+        await asyncio.to_thread(self.telemetry.shutdown)
 
     def on_complete(self, listener: Callable[[RequestState], None]) -> None:
         """Call ``listener`` with each request's final state, after the pipeline's own."""

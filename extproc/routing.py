@@ -1,20 +1,35 @@
 """Which providers may answer which request: the plan both Envoy and the stages follow.
 
 A route (``smart``) asked for through one client API keeps only the candidates
-that API can reach (embeddings only from embedding models, Anthropic Messages
-only from Anthropic providers). Each surviving (route, API) pair becomes one
+that API can reach (embeddings only from embedding models; chat and Messages
+from any provider a ``translate`` pair can reach). Each surviving (route, API) pair becomes one
 Envoy route with its own priority groups, so "this provider cannot serve this
 request" is settled before the router, where Envoy can still fail over.
+
+Some requests only some candidates can take (``n: 2`` or ``logprobs`` has no
+Anthropic translation). A plan whose candidates differ in what they can
+translate (their ``Capability``: provider API and structured-output way) has
+one narrowed variant per subset of those capabilities, each an Envoy route of
+its own made of the candidates with those capabilities only. The route step
+checks the request against each capability of the plan (at most three) and
+picks the variant of the ones that can serve it: the request falls through to
+a group that can serve it rather than being refused by the first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import itertools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .apis import ClientApi, route_key
-from .config import Candidate, GatewayConfig, Model, Provider
+from .config import Candidate, GatewayConfig, Model, Provider, ProviderApi, StructuredOutputs
 from .translate import can_serve
+
+# What decides whether a candidate can translate a request: two candidates
+# with the same capability accept and refuse the same requests.
+Capability = tuple[ProviderApi, StructuredOutputs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +39,15 @@ class RoutePlan:
     api: ClientApi
     groups: tuple[tuple[Candidate, ...], ...]
     retries: int
+    # The capabilities of the candidates, in the order of the groups.
+    capabilities: tuple[Capability, ...] = ()
+    # The variant made of the candidates of each proper subset of those
+    # capabilities: (subset, its plan's key). Empty for a plan of one capability.
+    narrowed: tuple[tuple[frozenset[Capability], str], ...] = ()
+
+    def narrowed_to(self, servable: frozenset[Capability]) -> str:
+        """The key of the variant made of the candidates with these capabilities."""
+        return dict(self.narrowed)[servable]
 
 
 def _usable(model: Model, provider: Provider, api: ClientApi) -> bool:
@@ -32,29 +56,49 @@ def _usable(model: Model, provider: Provider, api: ClientApi) -> bool:
     return can_serve(api, provider.api)
 
 
+def _usable_candidate(config: GatewayConfig, api: ClientApi, c: Candidate) -> bool:
+    model = config.models[c.model]
+    return _usable(model, config.providers[model.provider], api)
+
+
+def _has_capability(config: GatewayConfig, keep: frozenset[Capability], c: Candidate) -> bool:
+    return capability(config, c) in keep
+
+
+def capability(config: GatewayConfig, candidate: Candidate) -> Capability:
+    model = config.models[candidate.model]
+    return (config.providers[model.provider].api, model.structured_outputs)
+
+
+def _keep(
+    groups: tuple[tuple[Candidate, ...], ...], keep: Callable[[Candidate], bool]
+) -> tuple[tuple[Candidate, ...], ...]:
+    kept = (tuple(c for c in g if keep(c)) for g in groups)
+    return tuple(g for g in kept if g)
+
+
 def plan_routes(config: GatewayConfig) -> dict[str, RoutePlan]:
     plans: dict[str, RoutePlan] = {}
     for route in config.routes.values():
         for api in ClientApi:
-            groups = tuple(
-                g
-                for g in (
-                    tuple(
-                        c
-                        for c in group
-                        if _usable(
-                            config.models[c.model],
-                            config.providers[config.models[c.model].provider],
-                            api,
-                        )
+            groups = _keep(route.groups, functools.partial(_usable_candidate, config, api))
+            if not groups:
+                continue
+            key = route_key(route.name, api)
+            caps = tuple(dict.fromkeys(capability(config, c) for g in groups for c in g))
+            narrowed: list[tuple[frozenset[Capability], str]] = []
+            for size in range(1, len(caps)):
+                for subset in itertools.combinations(caps, size):
+                    keep = frozenset(subset)
+                    sub_key = key + "|" + "+".join(f"{a.value}:{s.value}" for a, s in subset)
+                    sub_groups = _keep(groups, functools.partial(_has_capability, config, keep))
+                    plans[sub_key] = RoutePlan(
+                        sub_key, route.name, api, sub_groups, route.retries, subset
                     )
-                    for group in route.groups
-                )
-                if g
+                    narrowed.append((keep, sub_key))
+            plans[key] = RoutePlan(
+                key, route.name, api, groups, route.retries, caps, tuple(narrowed)
             )
-            if groups:
-                key = route_key(route.name, api)
-                plans[key] = RoutePlan(key, route.name, api, groups, route.retries)
     return plans
 
 

@@ -96,6 +96,7 @@ class RequestState:
     # each attempt's span id is in its ``Attempt``.
     trace_id: int = 0
     span_id: int = 0
+    sampled: bool = False  # the trace's sampling decision (W3C trace-flags bit 0)
     attempts: list[Attempt] = field(default_factory=list)
     answered: Answered | None = None
     # ext_proc streams still working on this request (the policy stream, the
@@ -121,6 +122,8 @@ class RequestState:
     # records content for this route (``audit.content``); its full size in bytes.
     response_content: bytearray | None = None
     response_bytes: int = 0
+    # The answer's text, kept only for a route that records content (bounded).
+    output_text: str | None = None
 
     def wall(self, monotonic: float) -> float:
         """``monotonic`` (a time of this request) on the wall clock, in seconds."""

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from . import rawjson
-from .apis import ClientApi
+from .apis import ClientApi, ErrorStyle
 from .errors import ECHO_LIMIT, GatewayError, clip
 
 # Deepest nesting of arrays and objects a request body may have. Real requests
@@ -164,12 +164,15 @@ def check(api: ClientApi, body: dict[str, Any]) -> None:
         if not isinstance(body["input"], str | list) or body["input"] in ("", []):
             raise _bad("'input' must be a non-empty string or list", "input")
         return
+    if api is ClientApi.OPENAI_RESPONSES:
+        _check_responses(body)
+        return
     messages = body.get("messages")
     if messages is None:
         raise _bad("missing required field 'messages'", "messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty list", "messages")
-    anthropic = api is ClientApi.ANTHROPIC_MESSAGES
+    anthropic = api.error_style is ErrorStyle.ANTHROPIC
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise _bad(f"messages[{i}] must be an object with a 'role'", f"messages[{i}]")
@@ -184,6 +187,32 @@ def check(api: ClientApi, body: dict[str, Any]) -> None:
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
             raise _bad("'stream_options' must be an object", "stream_options")
+
+
+def _check_responses(body: dict[str, Any]) -> None:
+    # Without input, only stored state (a previous response, a conversation,
+    # a stored prompt) can say what to answer.
+    inp = body.get("input")
+    if inp is None:
+        stored = ("previous_response_id", "conversation", "prompt")
+        if not any(body.get(k) is not None for k in stored):
+            raise _bad("missing required field 'input'", "input")
+    elif isinstance(inp, list):
+        for i, item in enumerate(inp):
+            if not isinstance(item, dict):
+                raise _bad(f"input[{i}] must be an object", f"input[{i}]")
+            if item.get("type", "message") == "message":
+                _check_content(item.get("content"), f"input[{i}].content", required=True)
+    elif not isinstance(inp, str):
+        raise _bad("'input' must be a string or a list of items", "input")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _bad("'instructions' must be a string", "instructions")
+    tools = body.get("tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
+    ):
+        raise _bad("'tools' must be a list of objects", "tools")
 
 
 def _check_content(content: Any, param: str, *, required: bool) -> None:
@@ -202,7 +231,7 @@ def wants_usage(api: ClientApi, body: dict[str, Any]) -> bool:
     """Whether an OpenAI streaming client asked for the final usage chunk."""
     options = body.get("stream_options")
     return (
-        api is not ClientApi.ANTHROPIC_MESSAGES
+        api.error_style is not ErrorStyle.ANTHROPIC
         and isinstance(options, dict)
         and (options.get("include_usage") is True)
     )

@@ -83,7 +83,9 @@ def gateway_doc(fakes: dict[str, FakeProvider]) -> dict[str, Any]:
 
     return {
         "providers": {
-            "openai-a": provider("oa"),
+            # openai-a serves the Responses API itself; openai-b answers chat
+            # completions only (the default for a host other than OpenAI's).
+            "openai-a": {**provider("oa"), "responses": "native"},
             "openai-b": provider("ob"),
             "anthropic-a": provider("an"),
             "anthropic-b": provider("bn"),

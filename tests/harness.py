@@ -22,6 +22,7 @@ from extproc.gateway import Gateway
 from extproc.runner import find_envoy
 from extproc.stages.server import start_server
 from extproc.state import RequestState
+from extproc.telemetry import Telemetry
 from tests.secret_scan import PRODUCED
 
 
@@ -43,14 +44,15 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], telemetry: Telemetry | None = None) -> None:
+        """``telemetry``: built by the test (``telemetry.start``, e.g. with a metric reader)."""
         self.workdir = Path(tempfile.mkdtemp(prefix="sidegate-test-"))
         doc = dict(doc)
         doc.setdefault("listen", {})["port"] = free_port()
         doc.setdefault("envoy", {}).setdefault("concurrency", 1)
         (self.workdir / "sidegate.yaml").write_text(yaml.safe_dump(doc))
         self.config: GatewayConfig = parse_config(doc)
-        self.gateway = Gateway(self.config)
+        self.gateway = Gateway(self.config, telemetry=telemetry)
         # The keys this gateway uses: the suite's logs, spans and audit records must hold none.
         PRODUCED.keys.update(k for ring in self.gateway.keys.values() for k in ring.values())
         self.completed: list[RequestState] = []

@@ -23,7 +23,7 @@ def test_bench_measures_every_target(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     rows = {(r["target"], r["stream"]): r for r in json.loads(out.read_text())["results"]}
-    targets = ("direct", "envoy", "sidegate", "+audit")
+    targets = ("direct", "envoy", "sidegate", "+telemetry", "+audit", "+telemetry +audit")
     assert set(rows) == {(t, s) for t in targets for s in (False, True)}
     for row in rows.values():
         assert row["requests"] >= 40 and row["p50_ms"] > 0
@@ -34,6 +34,9 @@ def test_bench_measures_every_target(tmp_path: Path) -> None:
     sidegate = rows[("sidegate", False)]
     assert sidegate["extproc_cpu_ms"] is not None and sidegate["envoy_cpu_ms"] is not None
     assert rows[("sidegate", True)]["ttft_p50_ms"] is not None
+    # The telemetry row: the same gateway exporting traces and metrics over OTLP.
+    assert rows[("+telemetry", False)]["extproc_cpu_ms"] is not None
+    assert "+telemetry ext_proc (python, OpenTelemetry SDK loaded) RSS MiB" in run.stdout
     assert "| sidegate | 1 |" in run.stdout
     # Counted by the ext_proc: the bench's request is the OpenAI pass-through shape.
     assert rows[("envoy", False)]["messages_per_req"] is None

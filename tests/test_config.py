@@ -87,6 +87,26 @@ BAD = [
         {"input_per_mtok": -1},
         "models.gpt-4o.price.input_per_mtok: expected a number >= 0",
     ),
+    (
+        "providers.openai.responses",
+        "yes",
+        "providers.openai.responses: expected one of: native, chat; got 'yes'",
+    ),
+    (
+        "providers.anthropic.responses",
+        "native",
+        "providers.anthropic.responses: only OpenAI-style providers (api: openai) take this field",
+    ),
+    (
+        "models.claude",
+        {"provider": "anthropic", "reasoning": True},
+        "models.claude.reasoning: only OpenAI-style models take reasoning_effort",
+    ),
+    (
+        "models.gpt-4o",
+        {"provider": "openai", "max_output_tokens": 0},
+        "models.gpt-4o.max_output_tokens: expected an integer >= 1, got 0",
+    ),
     ("routes.smart.groups", [["nope"]], "routes.smart.groups[0][0]: no model named 'nope'"),
     (
         "routes.smart.groups",
@@ -127,3 +147,20 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["sidegate.yaml", "local.yaml"])
 def test_examples_load(name: str) -> None:
     load_config(ROOT / "examples" / name)
+
+
+def test_responses_support_defaults_to_native_for_openai_only() -> None:
+    from extproc.config import ResponsesSupport
+
+    doc = copy.deepcopy(BASE)
+    doc["providers"]["vllm"] = {
+        "api": "openai",
+        "base_url": "http://vllm.internal:8000/v1",
+        "keys": [{"env": "K"}],
+    }
+    doc["providers"]["proxy"] = {**doc["providers"]["vllm"], "responses": "native"}
+    cfg = parse_config(doc)
+    assert cfg.providers["openai"].responses is ResponsesSupport.NATIVE
+    assert cfg.providers["vllm"].responses is ResponsesSupport.CHAT
+    assert cfg.providers["proxy"].responses is ResponsesSupport.NATIVE
+    assert cfg.providers["anthropic"].responses is ResponsesSupport.CHAT  # never read

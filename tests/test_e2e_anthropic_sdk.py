@@ -76,18 +76,6 @@ def test_tool_use(client: anthropic.Anthropic) -> None:
     assert msg.content[-1].type == "tool_use" and msg.content[-1].input == {"city": "test"}
 
 
-def test_openai_only_model_is_refused_in_anthropic_format(
-    client: anthropic.Anthropic, fakes: dict[str, FakeProvider]
-) -> None:
-    with pytest.raises(anthropic.BadRequestError) as e:
-        client.messages.create(
-            model="fast", max_tokens=10, messages=[{"role": "user", "content": "x"}]
-        )
-    assert e.value.body["error"]["type"] == "invalid_request_error"
-    assert "fast" in e.value.body["error"]["message"]
-    assert not fakes["oa"].requests and not fakes["an"].requests
-
-
 def test_missing_max_tokens(gateway: GatewayProcess, fakes: dict[str, FakeProvider]) -> None:
     # The SDK cannot leave max_tokens out, so this one is sent raw.
     r = httpx.post(

@@ -47,12 +47,26 @@ def test_invariants() -> None:
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.router",
     ]
-    # Only the model list and cards skip the policy stage: GETs Envoy answers itself.
+    # Only the model lists, cards and the Anthropic base URL's probes skip the
+    # policy stage: GETs (and probe HEADs) Envoy answers itself.
     direct = [r for r in routes[:-1] if "direct_response" in r]
-    assert {r["name"] for r in direct} == {"models", "model"}
+    assert {r["name"] for r in direct} == {
+        "models",
+        "model",
+        "anthropic-models",
+        "anthropic-model",
+        "anthropic-probe",
+    }
     for r in direct:
-        assert r["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
-        assert r["match"]["path"].startswith(("/v1/models", "/openai/v1/models"))
+        method = {"exact": "GET"}
+        if r["name"] == "anthropic-probe":
+            method = {"safe_regex": {"regex": "GET|HEAD"}}
+            assert r["match"]["path"] in ("/anthropic", "/anthropic/", "/anthropic/api/hello")
+        else:
+            assert r["match"]["path"].startswith(
+                ("/v1/models", "/openai/v1/models", "/anthropic/v1/models")
+            )
+        assert r["match"]["headers"] == [{"name": ":method", "string_match": method}]
         assert r["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
     for r in routes[:-1]:
         if r in direct:

@@ -299,3 +299,32 @@ def test_output_reserved_is_the_requests_limit_or_the_default() -> None:
     assert output_tokens(chat_api, {}, 4096) == 4096
     assert output_tokens(messages, {"max_tokens": 1024}, 4096) == 1024
     assert output_tokens(ClientApi.OPENAI_EMBEDDINGS, {"input": "x"}, 4096) == 0
+
+
+# --- the Responses API ---------------------------------------------------------
+
+
+def test_responses_input_counts_as_messages() -> None:
+    api = ClientApi.OPENAI_RESPONSES
+    text = {"model": "m", "input": "What is the capital of France?"}
+    assert prompt_tokens(api, text, count) == M + n("What is the capital of France?") + PRIMER
+    image = f"data:image/png;base64,{b64(png(100, 100))}"
+    items = {
+        "model": "m",
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Look"}]},
+            {"role": "user", "content": [{"type": "input_image", "image_url": image}]},
+            {"type": "function_call_output", "call_id": "c", "output": "sunny"},
+        ],
+    }
+    got = prompt_tokens(api, items, count)
+    # The image costs its tiles, not its base64 as text.
+    assert got < 3 * M + PRIMER + M + 300 + n("Look") + n("sunny") + n("Be brief.") + 20
+    assert got >= 3 * M + PRIMER + M + 255 + n("Look") + n("sunny") + n("Be brief.")
+    by_id = {"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}
+    assert prompt_tokens(api, by_id, count) >= 10 * 4600  # unseen: the stated maximum
+    tools = {"model": "m", "input": "x", "tools": [{"type": "function", "name": "get_weather"}]}
+    assert prompt_tokens(api, tools, count) > prompt_tokens(api, {"model": "m", "input": "x"}, count)
+    assert output_tokens(api, {"max_output_tokens": 300}, 4096) == 300
+    assert output_tokens(api, {}, 4096) == 4096

@@ -157,6 +157,18 @@ def test_user_values_are_never_overridden() -> None:
     assert env["OPENAI_API_KEY"] == "sidegate-injects-the-key"
 
 
+def test_claude_code_stays_behind_the_sidecar_only_where_it_points_there() -> None:
+    pod = _load("user-base-url")
+    env = _env(inject(pod, "apps", SETTINGS).pod["spec"]["containers"][0])
+    assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    # The user's own Anthropic base URL: that traffic is not the sidecar's business.
+    pod["spec"]["containers"][0].setdefault("env", []).append(
+        {"name": "ANTHROPIC_BASE_URL", "value": "https://my-proxy.internal"}
+    )
+    env = _env(inject(pod, "apps", SETTINGS).pod["spec"]["containers"][0])
+    assert "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC" not in env
+
+
 def test_legacy_mode_layout() -> None:
     pod = _load("legacy-capture")
     result = inject(pod, "apps", SETTINGS)

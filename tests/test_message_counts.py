@@ -24,7 +24,7 @@ import pytest
 
 from extproc.devtools.fake_provider import FakeProvider
 from tests.conftest import gateway_doc
-from tests.harness import GatewayProcess
+from tests.harness import GatewayProcess, wait_until
 
 # Quotas that never deny, on every model: what is measured is their cost in messages.
 QUOTAS: list[dict[str, Any]] = [
@@ -44,7 +44,7 @@ def quota_gateway(fakes: dict[str, FakeProvider]) -> Iterator[GatewayProcess]:
 @dataclass(frozen=True)
 class Shape:
     id: str
-    api: str  # "openai" or "anthropic": the client SDK
+    api: str  # "openai", "openai-responses" or "anthropic": the client SDK and API
     model: str
     stream: bool
     fault: str  # the fake that serves it (paced when streamed)
@@ -57,6 +57,12 @@ SHAPES = [
     Shape("openai_to_anthropic_stream", "openai", "smart", True, "an"),
     Shape("anthropic", "anthropic", "claude", False, "an"),
     Shape("anthropic_stream", "anthropic", "claude", True, "an"),
+    # The Responses API: passed through (gpt-4o), and translated to Anthropic.
+    Shape("responses_passthrough", "openai-responses", "gpt-4o", False, "oa"),
+    Shape("responses_passthrough_stream", "openai-responses", "gpt-4o", True, "oa"),
+    Shape("responses_to_anthropic_stream", "openai-responses", "claude-sonnet", True, "an"),
+    Shape("anthropic_to_openai", "anthropic", "fast", False, "oa"),
+    Shape("anthropic_to_openai_stream", "anthropic", "fast", True, "oa"),
 ]
 
 POLICY = {"request_headers": 1, "request_body": 1}
@@ -89,6 +95,38 @@ EXPECTED: dict[str, dict[str, dict[str, int]]] = {
         "policy": POLICY,
         "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 15},
     },
+    "responses_passthrough": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
+    },
+    # created, in_progress, item added, part added, a delta per word (8), text
+    # done, part done, item done, completed: 16 events, and the end of the stream.
+    "responses_passthrough_stream": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 17},
+    },
+    "responses_to_anthropic_stream": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 15},
+    },
+    "anthropic_to_openai": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
+    },
+    "anthropic_to_openai_stream": {
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 13},
+    },
+}
+# count_tokens: counted by an Anthropic provider, it costs what a JSON call
+# does; estimated, the policy stage answers from the body (no provider stage).
+COUNT_TOKENS: dict[str, dict[str, Any]] = {
+    "claude": {
+        "streams": {"policy": 1, "provider": 1},
+        "policy": POLICY,
+        "provider": {**PROVIDER_REQUEST, "response_headers": 1, "response_body": 2},
+    },
+    "fast": {"streams": {"policy": 1}, "policy": POLICY},
 }
 STREAMS = {"policy": 1, "provider": 1}
 # GET /v1/models and GET /v1/models/{id}: Envoy answers them (direct responses).
@@ -108,6 +146,16 @@ def _delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) 
 def _call(gw: GatewayProcess, shape: Shape) -> None:
     headers = {f"x-fake-fault-{shape.fault}": PACED} if shape.stream else {}
     messages: list[Any] = [{"role": "user", "content": "count my messages"}]
+    if shape.api == "openai-responses":
+        with openai.OpenAI(
+            base_url=f"{gw.base}/v1", api_key="app", max_retries=0, default_headers=headers
+        ) as oc:
+            if shape.stream:
+                with oc.responses.stream(model=shape.model, input=messages) as s:
+                    assert s.get_final_response().status == "completed"
+            else:
+                assert oc.responses.create(model=shape.model, input=messages).output_text
+        return
     if shape.api == "openai":
         with openai.OpenAI(
             base_url=f"{gw.base}/v1", api_key="app", max_retries=0, default_headers=headers
@@ -187,3 +235,22 @@ def test_what_envoy_does_not_answer_still_reaches_the_policy_stage(gateway: Gate
         posted = hc.post("/v1/models", json={})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
     assert posted.status_code == 405 and posted.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("model", ["claude", "fast"], ids=["provider", "estimate"])
+def test_count_tokens_messages(gateway: GatewayProcess, model: str) -> None:
+    before = gateway.gateway.messages.snapshot()
+    done = len(gateway.completed)
+    with anthropic.Anthropic(base_url=f"{gateway.base}/anthropic", api_key="app") as ac:
+        raw = ac.messages.with_raw_response.count_tokens(
+            model=model, messages=[{"role": "user", "content": "count my messages"}]
+        )
+    assert raw.parse().input_tokens > 0
+    if raw.headers["x-sidegate-token-count"] == "provider":
+        gateway.wait_completed(done + 1)
+    expected = COUNT_TOKENS[model]
+    # The policy stream of an answered request closes as the answer leaves.
+    wait_until(
+        lambda: _delta(before, gateway.gateway.messages.snapshot()) == expected,
+        f"the message counts of count_tokens on {model!r}: {expected}",
+    )

@@ -24,7 +24,15 @@ def stages(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stages]:
 
 def test_the_order_is_one_list() -> None:
     names = [type(s).__name__ for s in pipeline.request_steps()]
-    assert names == ["Validate", "Route", "AuditGate", "IdentifyCaller", "AdmitQuotas"]
+    assert names == [
+        "Validate",
+        "CountTokens",
+        "Route",
+        "AuditGate",
+        "ResponsesState",
+        "IdentifyCaller",
+        "AdmitQuotas",
+    ]
 
 
 class CachedAnswer(Step):
@@ -46,7 +54,7 @@ def test_a_step_can_answer_and_the_later_steps_do_not_run(
 ) -> None:
     cached = CachedAnswer()
     steps = list(pipeline.request_steps())
-    steps.insert(2, cached)
+    steps.insert([type(s).__name__ for s in steps].index("Route") + 1, cached)
     monkeypatch.setattr(PolicyStream, "steps", tuple(steps))
     # "gpt" has a quota of one request per user: had admission run, the second would be a 429.
     for _ in range(2):

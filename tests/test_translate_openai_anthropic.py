@@ -263,9 +263,9 @@ BAD_REQUESTS = [
     (
         {
             "messages": [{"role": "user", "content": "x"}],
-            "response_format": {"type": "json_object"},
+            "response_format": {"type": "xml"},
         },
-        "response_format",
+        "response_format.type",
     ),
     ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
 ]

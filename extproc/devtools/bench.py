@@ -372,6 +372,12 @@ def main(args: argparse.Namespace) -> int:
             )
         )
         procs.append(_envoy_alone(workdir, envoy_port, fake_port))
+        sink_port = _free_port()
+        if args.telemetry:
+            # Traces (every request sampled) and metrics, exported over OTLP/gRPC
+            # to a sink that keeps nothing: the row shows the gateway's cost.
+            sink = [sys.executable, "-m", "extproc.devtools.otlp_sink", str(sink_port)]
+            procs.append(subprocess.Popen(sink))
         base = {
             "providers": {
                 "fake": {
@@ -391,11 +397,18 @@ def main(args: argparse.Namespace) -> int:
         gateways = [("sidegate", gw_port, base)]
         if args.quotas:
             gateways.append(("+quotas", _free_port(), {**base, "quotas": quotas}))
+        if args.telemetry:
+            sink_url = f"http://127.0.0.1:{sink_port}"
+            telemetry = {"export": {"endpoint": sink_url, "protocol": "grpc"}}
+            gateways.append(("+telemetry", _free_port(), {**base, "telemetry": telemetry}))
         if args.audit:
             # The durable audit log: each record written and fsynced (on this
             # machine's disk) before its response ends.
             audit = {"file": {"path": str(workdir / "audit" / "audit.jsonl")}}
             gateways.append(("+audit", _free_port(), {**base, "audit": audit}))
+            if args.telemetry:
+                both = {**base, "telemetry": telemetry, "audit": audit}
+                gateways.append(("+telemetry +audit", _free_port(), both))
         if args.redis_url:
             redis_state = {"redis": {"url": args.redis_url, "key_prefix": "sidegate-bench:"}}
             gateways.append(
@@ -408,7 +421,7 @@ def main(args: argparse.Namespace) -> int:
             procs.append(proc)
             running.append((name, proc, ready))
             sockets.append(sock)
-        for port in (fake_port, envoy_port):
+        for port in (fake_port, envoy_port, *([sink_port] if args.telemetry else [])):
             _wait_port(port)
         deadline = time.monotonic() + 60
         for name, proc, ready in running:
@@ -470,7 +483,8 @@ def main(args: argparse.Namespace) -> int:
             "fake provider RSS MiB": round(_rss_mib(procs[0].pid), 1),
         }
         for name, proc, _ in running[1:]:
-            memory[f"{name} ext_proc (python, tiktoken loaded) RSS MiB"] = round(
+            what = "OpenTelemetry SDK loaded" if name == "+telemetry" else "tiktoken loaded"
+            memory[f"{name} ext_proc (python, {what}) RSS MiB"] = round(
                 _rss_mib(proc.pid), 1
             )
         print(_table(results))

@@ -1,11 +1,16 @@
 """A local provider that speaks the real OpenAI or Anthropic wire format, faults on demand.
 
 For tests, benchmarks and local work without keys. It answers
-``POST /v1/chat/completions`` and ``/v1/embeddings`` (OpenAI) or
-``POST /v1/messages`` (Anthropic), streamed or not, with exact SSE framing, and
+``POST /v1/chat/completions``, ``/v1/responses`` and ``/v1/embeddings`` (OpenAI) or
+``POST /v1/messages`` and ``/v1/messages/count_tokens`` (Anthropic), streamed
+or not, with exact SSE framing, and
 ``GET /v1/models`` (both), which checks the key like every other endpoint (what
 ``sidegate config check --probe`` calls). With a certificate and key it serves
 HTTPS, as every real provider does, and records the SNI name each client sent.
+As a model would, it calls the tool ``tool_choice`` names (else the first),
+with arguments of the schema's types, answers tool results with text, and
+answers a requested JSON schema (``response_format``, ``output_config``) with
+JSON of it.
 
 Faults come from a request header named for the fake, so that one request can
 make the first provider fail and the fallback succeed::
@@ -22,6 +27,7 @@ make the first provider fail and the fallback succeed::
     x-fake-fault-<name>: write_size=16384         # body written in pieces of this size
     x-fake-fault-<name>: echo_key=1               # the reply quotes its key, whole and masked
     x-fake-fault-<name>: account_headers=1        # set-cookie, openai-organization, ...
+    x-fake-fault-<name>: reasoning=1              # OpenAI: reasoning_content, as vLLM/DeepSeek send
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import socket
 import ssl
 import struct
@@ -37,6 +44,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import fake_answers, fake_responses
 
 _REASONS = {
     200: "OK",
@@ -78,6 +87,7 @@ class Faults:
     write_size: int = 0
     echo_key: bool = False
     account_headers: bool = False
+    reasoning: bool = False
     # The key this request came with, for echo_key (set by the server, not parsed).
     received_key: str = ""
 
@@ -104,7 +114,7 @@ class Faults:
                 f.only_model = v
             elif key in ("cache_read", "cache_creation", "big_event", "write_size"):
                 setattr(f, key, int(v))
-            elif key in ("echo_key", "account_headers"):
+            elif key in ("echo_key", "account_headers", "reasoning"):
                 setattr(f, key, v not in ("", "0", "false"))
         return f
 
@@ -126,10 +136,50 @@ def _last_user_text(messages: list[Any]) -> str:
     return ""
 
 
-def _tool_args(tool_schema: Any) -> dict[str, Any]:
-    props = tool_schema.get("properties", {}) if isinstance(tool_schema, dict) else {}
-    required = tool_schema.get("required", list(props)) if isinstance(tool_schema, dict) else []
-    return {name: "test" for name in required}
+def _tool_result_text(messages: list[Any]) -> str | None:
+    """The text of the tool results the conversation ends with (OpenAI or Anthropic), or None.
+
+    A model that got its tool's answer replies with text instead of calling again.
+    """
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict):
+        return None
+    if last.get("role") == "tool":
+        results: list[str] = []
+        for m in reversed(messages):
+            if not isinstance(m, dict) or m.get("role") != "tool":
+                break
+            results.insert(0, _text_of(m.get("content")))
+        return " ".join(results)
+    content = last.get("content")
+    if last.get("role") == "user" and isinstance(content, list):
+        results = [
+            _text_of(b.get("content"))
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "tool_result"
+        ]
+        said = any(isinstance(b, dict) and b.get("type") == "text" for b in content)
+        # A user who wrote something besides the results is answered as usual.
+        return " ".join(results) if results and not said else None
+    return None
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def _count_tokens(body: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic's count_tokens answer: a token per word of the JSON, plus 7 (a marker)."""
+    words = json.dumps([body.get("system"), body.get("messages"), body.get("tools")]).split()
+    return {"input_tokens": len(words) + 7}
+
+
+# What an OpenAI-compatible reasoning server returns beside the answer (reasoning=1).
+REASONING = "The user greets me; I greet back."
 
 
 # What real providers send about the account sidegate's key belongs to.
@@ -189,6 +239,10 @@ class FakeProvider:
     # The host name in base_url (a certificate names hosts, not 127.0.0.1).
     server_name: str | None = None
     sni_names: list[str | None] = field(default_factory=list)
+    # Responses stored for previous_response_id (OpenAI's /v1/responses), bounded.
+    stored_responses: fake_responses.ResponseStore = field(
+        default_factory=fake_responses.ResponseStore
+    )
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
@@ -426,11 +480,14 @@ class FakeProvider:
             return True
         if self.api == "openai" and method == "POST" and path == "/v1/chat/completions":
             return await self._openai_chat(writer, body, faults, headers)
+        if self.api == "openai" and method == "POST" and path == "/v1/responses":
+            return await self._openai_responses(writer, body, faults, headers)
         if self.api == "openai" and method == "POST" and path == "/v1/embeddings":
             inputs = body.get("input")
             items = inputs if isinstance(inputs, list) else [inputs]
+            vector = fake_answers.embedding([0.1, -0.2, 0.3], body.get("encoding_format"))
             data = [
-                {"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}
+                {"object": "embedding", "index": i, "embedding": vector}
                 for i in range(len(items))
             ]
             out = {
@@ -440,6 +497,9 @@ class FakeProvider:
                 "usage": {"prompt_tokens": 3 * len(items), "total_tokens": 3 * len(items)},
             }
             await self._send(writer, 200, json.dumps(out).encode())
+            return True
+        if self.api == "anthropic" and method == "POST" and path == "/v1/messages/count_tokens":
+            await self._send(writer, 200, json.dumps(_count_tokens(body)).encode())
             return True
         if self.api == "anthropic" and method == "POST" and path == "/v1/messages":
             if not isinstance(body.get("max_tokens"), int):
@@ -464,16 +524,16 @@ class FakeProvider:
     # -- OpenAI ----------------------------------------------------------------
 
     def _reply(self, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        text = f"Hello from {self.name}! You said: {_last_user_text(body.get('messages') or [])}"
-        tools = body.get("tools") or []
-        choice = body.get("tool_choice")
-        if tools and choice not in ("none", {"type": "none"}):
-            tool = tools[0]
-            if self.api == "openai":
-                name, schema = tool["function"]["name"], tool["function"].get("parameters")
-            else:
-                name, schema = tool["name"], tool.get("input_schema")
-            return text, {"name": name, "args": _tool_args(schema)}
+        messages = body.get("messages") or []
+        text = fake_answers.structured_text(body, self.api)
+        if text is None:
+            results = _tool_result_text(messages)
+            if results is not None:
+                return f"Hello from {self.name}! The tool said: {results}", None
+            text = f"Hello from {self.name}! You said: {_last_user_text(messages)}"
+        tool = fake_answers.chosen_tool(body, self.api)
+        if tool is not None:
+            return text, {"name": tool[0], "args": fake_answers.tool_input(body, tool[1])}
         return text, None
 
     async def _openai_chat(
@@ -497,6 +557,8 @@ class FakeProvider:
                 "content": None if call else text,
                 "refusal": None,
             }
+            if f.reasoning:
+                message["reasoning_content"] = REASONING
             if call:
                 message["tool_calls"] = [
                     {
@@ -541,6 +603,8 @@ class FakeProvider:
             return b"data: " + json.dumps(c).encode() + b"\n\n"
 
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        if f.reasoning:
+            events += [chunk({"reasoning_content": w}) for w in _words(REASONING)]
         if call:
             args = json.dumps(call["args"])
             events.append(
@@ -585,6 +649,52 @@ class FakeProvider:
         events.append(b"data: [DONE]\n\n")
         return await self._stream(writer, events, f)
 
+    async def _openai_responses(
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], f: Faults, headers: dict[str, str]
+    ) -> bool:
+        """``POST /v1/responses`` (``fake_responses``), stored responses included."""
+        history: list[dict[str, Any]] = []
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            stored = self.stored_responses.get(str(previous))
+            if stored is None:
+                error = {
+                    "message": f"Previous response with id '{previous}' not found.",
+                    "type": "invalid_request_error",
+                    "param": "previous_response_id",
+                    "code": "previous_response_not_found",
+                }
+                await self._send(writer, 404, json.dumps({"error": error}).encode(), f=f)
+                return True
+            history = list(stored)
+        history += fake_responses.input_items(body)
+        text, call = fake_responses.plan_output(self.name, body, history)
+        if text is not None:
+            text = _faulty_text(text, f, headers)
+        suffix = "fake" + secrets.token_hex(8)
+        output = fake_responses.output_items(suffix, text, call)
+        prompt = sum(len(json.dumps(i).split()) for i in history)
+        completion = len((text or json.dumps(call)).split())
+        usage = {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": f.cache_read, "cache_write_tokens": 0},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + completion,
+        }
+        response_id = f"resp_{suffix}"
+        final = fake_responses.response(body, response_id, output, "completed", usage)
+        if body.get("store") is not False:
+            self.stored_responses.put(response_id, history + output)
+        if not body.get("stream"):
+            await self._send(writer, 200, json.dumps(final).encode(), f=f)
+            return True
+        events = [
+            fake_responses.sse(kind, data, n)
+            for n, (kind, data) in enumerate(fake_responses.events(body, final))
+        ]
+        return await self._stream(writer, events, f)
+
     # -- Anthropic -------------------------------------------------------------
 
     async def _anthropic(
@@ -596,7 +706,9 @@ class FakeProvider:
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
         out_tokens = len(text.split())
         stop_reason = "tool_use" if call else "end_turn"
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        # A forced tool (tool_choice any or tool) comes with no text before it.
+        forced = call is not None and (body.get("tool_choice") or {}).get("type") in ("any", "tool")
+        content: list[dict[str, Any]] = [] if forced else [{"type": "text", "text": text}]
         if call:
             content.append(
                 {
@@ -658,7 +770,7 @@ class FakeProvider:
             ),
             ev("ping", {"type": "ping"}),
         ]
-        events += [
+        text_events = [
             ev(
                 "content_block_delta",
                 {
@@ -669,7 +781,12 @@ class FakeProvider:
             )
             for w in _words(text)
         ]
-        events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        text_events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        if forced:
+            del events[1]  # the text block's start
+        else:
+            events += text_events
+        tool_index = 0 if forced else 1
         if call:
             args = json.dumps(call["args"])
             half = len(args) // 2
@@ -678,7 +795,7 @@ class FakeProvider:
                     "content_block_start",
                     {
                         "type": "content_block_start",
-                        "index": 1,
+                        "index": tool_index,
                         "content_block": {
                             "type": "tool_use",
                             "id": "toolu_fake1",
@@ -694,12 +811,14 @@ class FakeProvider:
                         "content_block_delta",
                         {
                             "type": "content_block_delta",
-                            "index": 1,
+                            "index": tool_index,
                             "delta": {"type": "input_json_delta", "partial_json": part},
                         },
                     )
                 )
-            events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 1}))
+            events.append(
+                ev("content_block_stop", {"type": "content_block_stop", "index": tool_index})
+            )
         if f.error_event:
             events.insert(
                 3,

@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
-from .. import forwarding, model_list, pipeline
+from .. import forwarding, model_list, model_list_anthropic, pipeline
+from ..apis import ClientApi
 from ..config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
+from ..pipeline.count_tokens import TOKEN_COUNT_HEADER
 from ..quota.config import Identity
 from ..routing import RoutePlan, plan_routes
 from ..stages.policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT, PolicyStream
@@ -217,23 +219,37 @@ def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
                 },
             },
         },
+        **_count_tokens_marker(plan),
+    }
+
+
+def _count_tokens_marker(plan: RoutePlan) -> dict[str, Any]:
+    """On count_tokens routes, the answer says the provider counted (pipeline.count_tokens)."""
+    if plan.api is not ClientApi.ANTHROPIC_COUNT_TOKENS:
+        return {}
+    header = {"key": TOKEN_COUNT_HEADER, "value": "provider"}
+    return {
+        "response_headers_to_add": [
+            {"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ]
     }
 
 
 _EXTPROC_PER_ROUTE = f"{_API}.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 
 
-def _direct(name: str, path: str, body: bytes) -> dict[str, Any]:
-    """A GET Envoy answers itself: no message to the ext_proc (the policy filter is off).
+def _direct(name: str, path: str, body: bytes, *, head: bool = False) -> dict[str, Any]:
+    """A GET (and with ``head``, a HEAD) Envoy answers itself: no message to the ext_proc.
 
     Other methods on the path, and paths not listed (an unknown model's card),
     fall through to the policy stage, which answers them (405, 404).
     """
+    method = {"safe_regex": {"regex": "GET|HEAD"}} if head else {"exact": "GET"}
     return {
         "name": name,
         "match": {
             "path": path,
-            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+            "headers": [{"name": ":method", "string_match": method}],
         },
         "direct_response": {"status": 200, "body": {"inline_string": body.decode()}},
         "response_headers_to_add": [
@@ -255,6 +271,20 @@ def model_routes(config: GatewayConfig) -> list[dict[str, Any]]:
     for name, card in model_list.cards(config).items():
         body = model_list.card_body(card)
         routes += [_direct("model", f"{path}/{name}", body) for path in model_list.LIST_PATHS]
+    return routes + anthropic_model_routes(config)
+
+
+def anthropic_model_routes(config: GatewayConfig) -> list[dict[str, Any]]:
+    """The Anthropic API's model list and cards, and the probes of its base URL."""
+    listing = model_list_anthropic.list_body(config)
+    routes = [_direct("anthropic-models", model_list_anthropic.LIST_PATH, listing)]
+    for name, card in model_list_anthropic.cards(config).items():
+        path = f"{model_list_anthropic.LIST_PATH}/{name}"
+        routes.append(_direct("anthropic-model", path, model_list_anthropic.card_body(card)))
+    routes += [
+        _direct("anthropic-probe", path, b"{}", head=True)
+        for path in model_list_anthropic.PROBE_PATHS
+    ]
     return routes
 
 

@@ -259,6 +259,10 @@ def app_env(opts: PodOptions, s: Settings) -> list[tuple[str, str, tuple[str, ..
         out += [
             ("ANTHROPIC_BASE_URL", f"{base}/anthropic", ()),
             ("ANTHROPIC_API_KEY", "sidegate-injects-the-key", ("ANTHROPIC_AUTH_TOKEN",)),
+            # Claude Code's own calls to its vendor (telemetry, error reports,
+            # update checks) would leave the pod beside the sidecar. Only where
+            # the container's Anthropic traffic comes to the sidecar.
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1", ("ANTHROPIC_BASE_URL",)),
         ]
     if "gemini" in opts.providers:
         out += [

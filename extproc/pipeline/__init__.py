@@ -3,9 +3,11 @@
 ::
 
     request steps (policy stage, once per request; any may answer at once)
-        validate → route → audit gate → identify caller → admit quotas
-    completion listeners (once the last stage is done with the request)
-        settle quotas → audit record
+        validate → count tokens → route → audit gate → responses state → identify caller
+        → admit quotas
+    completion listeners (once the last stage is done with the request,
+    refusals included: each reads the request's record, ``state.RequestState``)
+        settle quotas → record telemetry (spans, metrics) → audit record
 
 A feature is one module here plus one entry in ``REQUEST_STEPS`` or
 ``COMPLETION`` (as Starlette's ``build_middleware_stack`` lists its
@@ -27,9 +29,12 @@ from typing import TYPE_CHECKING
 from ..audit.gate import AuditGate
 from ..audit.listener import AuditRecords
 from ..state import RequestState
+from ..telemetry.listener import RecordTelemetry
 from .admit import AdmitQuotas
+from .count_tokens import CountTokens
 from .identify import IdentifyCaller
 from .modes import policy_mode, provider_mode
+from .responses_state import ResponsesState
 from .route import Route, unknown_model
 from .settle import SettleQuotas
 from .step import Answer, Needs, RequestContext, Step
@@ -59,13 +64,16 @@ Listener = Callable[[RequestState], None]
 # The order, in one place. A feature is a module here and one entry below.
 REQUEST_STEPS: tuple[type[Step], ...] = (
     Validate,
+    CountTokens,
     Route,
     AuditGate,
+    ResponsesState,
     IdentifyCaller,
     AdmitQuotas,
 )
-COMPLETION: tuple[type[SettleQuotas] | type[AuditRecords], ...] = (
+COMPLETION: tuple[Callable[[Gateway], Listener], ...] = (
     SettleQuotas,
+    RecordTelemetry,
     AuditRecords,
 )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ..apis import ClientApi
 from .step import Answer, RequestContext, Step
 
 
@@ -17,7 +18,9 @@ class AdmitQuotas(Step):
         return ctx.caller is not None and ctx.gw.quotas.suspends(len(ctx.raw))
 
     async def run(self, ctx: RequestContext) -> Answer | None:
-        if ctx.caller is None:
+        if ctx.caller is None or ctx.api is ClientApi.ANTHROPIC_COUNT_TOKENS:
+            # Counting tokens is not a billed call: it reserves nothing and
+            # counts as no request in any quota.
             return None
         quotas = ctx.gw.quotas
         admission = quotas.admit(ctx.caller, ctx.model, ctx.api, ctx.body, len(ctx.raw))

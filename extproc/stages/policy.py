@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from .. import forwarding, model_list, validation
+from .. import forwarding, model_list, model_list_anthropic, validation
 from ..apis import ErrorStyle
 from ..config import ForwardHeaders
 from ..endpoints import Endpoint, Kind, classify, style_for_path
@@ -124,6 +124,8 @@ class PolicyStream:
                 f"header {clip(bad, 60)} holds a control character (CR, LF, NUL or the like)",
                 code="invalid_header",
             )
+        if ep.kind in (Kind.LIST_MODELS, Kind.GET_MODEL) and ep.style is ErrorStyle.ANTHROPIC:
+            return self._anthropic_models(ep)
         if ep.kind is Kind.LIST_MODELS:
             return immediate(200, self.gw.models_body, "sidegate_models")
         if ep.kind is Kind.GET_MODEL:
@@ -148,6 +150,15 @@ class PolicyStream:
         resp = pb.ProcessingResponse()
         resp.request_headers.SetInParent()
         return resp
+
+    def _anthropic_models(self, ep: Endpoint) -> pb.ProcessingResponse:
+        """What Envoy's direct responses did not answer (``model_list_anthropic``)."""
+        if ep.kind is Kind.LIST_MODELS:
+            return immediate(200, self.gw.anthropic_models_body, "sidegate_models")
+        card = self.gw.anthropic_model_cards.get(ep.model_id or "")
+        if card is None:
+            raise _unknown_model(ep.model_id or "", self.gw)
+        return immediate(200, model_list_anthropic.card_body(card), "sidegate_models")
 
     @property
     def _filter(self) -> forwarding.HeaderFilter:

@@ -43,9 +43,14 @@ OPENAI_ONLY = ("openai-beta",)
 # The event that ends a stream for the app's SDK, which stops reading there
 # (before the body's end): in the durable mode the chunk carrying it waits for
 # the request's audit record (``stages.ending``).
-STREAM_END = {
-    ClientApi.OPENAI_CHAT: b"data: [DONE]",
-    ClientApi.ANTHROPIC_MESSAGES: b"event: message_stop",
+STREAM_END: dict[ClientApi, tuple[bytes, ...]] = {
+    ClientApi.OPENAI_CHAT: (b"data: [DONE]",),
+    ClientApi.ANTHROPIC_MESSAGES: (b"event: message_stop",),
+    ClientApi.OPENAI_RESPONSES: (
+        b"event: response.completed",
+        b"event: response.incomplete",
+        b"event: response.failed",
+    ),
 }
 # Body bytes per streamed_response message. Envoy's reference keeps these at
 # 64 KiB or less; a larger one, or a burst of them, is what crosses the
@@ -118,8 +123,8 @@ class ProviderStream:
         exchange, state = self.exchange, self.state
         if exchange is None or state is None or exchange.mode is not Mode.STREAM or self._finished:
             return False
-        marker = STREAM_END.get(state.api) if state.api is not None else None
-        return marker is not None and marker in out
+        markers = STREAM_END.get(state.api, ()) if state.api is not None else ()
+        return any(marker in out for marker in markers)
 
     def end_wait(self, req: pb.ProcessingRequest, out: list[pb.ProcessingResponse]) -> float | None:
         """How long the reply ``out`` may wait for ``ending``, if it ends the app's response."""
@@ -221,6 +226,7 @@ class ProviderStream:
                 include_usage=state.include_usage,
                 defaults=self.gw.config.defaults,
                 response_meta=Needs.RESPONSE_META in self.gw.record_needs,
+                capture_text=_capture_text(self.gw, state.plan.route),
             )
         )
         return self._replace_request(state, self.exchange)
@@ -279,6 +285,14 @@ class ProviderStream:
             remove.extend(OPENAI_ONLY)
         else:
             remove.extend(ANTHROPIC_CLIENT_HEADERS)
+        tracing = self.gw.telemetry.tracing
+        if tracing is not None:
+            # This attempt's span is the provider's parent. Set on every attempt,
+            # and tracestate removed when the client sent none: a mutation of
+            # an earlier attempt would leak into this one.
+            set_headers.update(tracing.attempt_headers(state, self.attempt))
+            if "tracestate" not in set_headers:
+                remove.append("tracestate")
         resp = pb.ProcessingResponse()
         common = resp.request_headers.response
         common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
@@ -443,8 +457,20 @@ class ProviderStream:
         state.response_id = exchange.response_id
         state.response_model = exchange.response_model
         state.finish_reasons = tuple(exchange.finish_reasons)
+        if exchange.text is not None:
+            # A provider can echo a key: the text is scrubbed as the client's bytes are.
+            text = "".join(exchange.text).encode()
+            state.output_text = self._scrub.scrub(text).decode(errors="replace")
         if attempt is not None and exchange.mode is Mode.STREAM:
             state.first_token = attempt.first_chunk
+
+
+def _capture_text(gw: Gateway, route: str) -> int:
+    """Characters of the answer a listener records (0: none; the route records no content)."""
+    content = gw.config.telemetry.content
+    if gw.telemetry.tracing is None or not content.captures(route):
+        return 0
+    return content.max_chars
 
 
 def _internal(message: str) -> pb.ProcessingResponse:

@@ -103,6 +103,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     # (Envoy would answer an empty 500), always an error in
                     # the caller's format.
                     _log_failure(stage, stream.request_id, which, e)
+                    self.gw.telemetry.extproc_error(kind)
                     out = stream.fail(which)
                     if (limit := stream.end_wait(req, out)) is not None:
                         await ending.hold(stream.ending(), limit)

@@ -63,9 +63,21 @@ class AnthropicToAnthropic(Exchange):
     def json_response(self, body: dict[str, Any]) -> bytes:
         self.usage = usage_from(body.get("usage"))
         read_meta(self, body, stop_reasons(body))
+        if self.text is not None:
+            for block in body.get("content") or []:
+                if isinstance(block, dict) and block.get("type") == "text":
+                    self.keep_text(block.get("text"))
         return b""
 
     def stream_event(self, event: Event) -> bytes:
+        if self.text is not None and event.event == "content_block_delta":
+            try:
+                data = json.loads(event.data)
+            except ValueError:
+                data = None
+            delta = data.get("delta") if isinstance(data, dict) else None
+            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                self.keep_text(delta.get("text"))
         if event.event in ("message_start", "message_delta"):
             try:
                 data = json.loads(event.data)

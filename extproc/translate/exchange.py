@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..apis import ClientApi, ErrorStyle
-from ..config import Defaults, Model, Provider
-from ..errors import anthropic_error_body, openai_error_body
+from ..config import Defaults, Model, Provider, StructuredOutputs
+from ..errors import GatewayError, anthropic_error_body, openai_error_body
 from ..sse import DEFAULT_MAX_EVENT_BYTES, Event, EventTooLarge, SSEDecoder
 from ..usage import Usage
 
@@ -59,6 +59,8 @@ class AttemptContext:
     # A listener records what the response says about itself (id, model,
     # finish reasons) where reading it costs more than what is parsed anyway.
     response_meta: bool = False
+    # Characters of the answer's text to keep (0: none): a route that records content.
+    capture_text: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,9 @@ class Exchange(abc.ABC):
         self.response_id: str | None = None
         self.response_model: str | None = None
         self.finish_reasons: list[str] = []
+        # The answer's text, when the route records content (``capture_text``).
+        self.text: list[str] | None = [] if ctx.capture_text else None
+        self._text_len = 0
         self.status = 0
         self.mode = Mode.JSON
         self.max_bytes = DEFAULT_MAX_EVENT_BYTES
@@ -106,7 +111,25 @@ class Exchange(abc.ABC):
         # past recognising by the time the provider stage scrubs the output.
         self.scrub_error: Callable[[bytes], bytes] = bytes
 
+    def keep_text(self, text: object) -> None:
+        """Add to the answer's text, up to ``capture_text`` characters."""
+        if self.text is None or not isinstance(text, str) or not text:
+            return
+        room = self.ctx.capture_text - self._text_len
+        if room > 0:
+            self.text.append(text[:room])
+            self._text_len += min(len(text), room)
+
     # -- request ---------------------------------------------------------------
+
+    @classmethod
+    def refusal(cls, body: dict[str, Any], structured: StructuredOutputs) -> GatewayError | None:
+        """Why this pair cannot translate ``body`` (None: it can), asked before routing.
+
+        The policy stage asks it of each capability of a plan so that a request
+        goes to the candidates that can serve it (``routing``).
+        """
+        return None
 
     @abc.abstractmethod
     def request(self) -> Outbound: ...

@@ -17,10 +17,12 @@ import time
 from typing import Any
 
 from .. import validation
+from ..config import StructuredOutputs
 from ..errors import GatewayError, openai_error_body, openai_type
 from ..sse import Event
 from ..usage import Usage
 from .anthropic_anthropic import stop_reasons, usage_from
+from .anthropic_structured import output_format, tool_choice
 from .exchange import Exchange, Outbound, dumps, error_text, read_meta
 
 FINISH_REASONS = {
@@ -37,8 +39,9 @@ IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 # OpenAI parameters with no Anthropic equivalent that change nothing a client
 # relies on (penalties, seed, logit_bias, service_tier, store, metadata, ...) are
-# dropped; the ones that would change the answer (n > 1, logprobs, structured
-# output, reasoning_effort) are refused with a 400 that names them.
+# dropped; the ones that would change the answer (n > 1, logprobs,
+# reasoning_effort) are refused with a 400 that names them. response_format
+# becomes structured output (``anthropic_structured``).
 
 
 def _bad(message: str, param: str) -> GatewayError:
@@ -244,9 +247,22 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 
 
 def translate_request(
-    body: dict[str, Any], model_id: str, default_max_tokens: int
+    body: dict[str, Any],
+    model_id: str,
+    default_max_tokens: int,
+    structured: StructuredOutputs = StructuredOutputs.TOOL,
 ) -> dict[str, Any]:
     """An OpenAI chat completions body → an Anthropic Messages body."""
+    return translate_request_and_output_tool(body, model_id, default_max_tokens, structured)[0]
+
+
+def translate_request_and_output_tool(
+    body: dict[str, Any],
+    model_id: str,
+    default_max_tokens: int,
+    structured: StructuredOutputs = StructuredOutputs.TOOL,
+) -> tuple[dict[str, Any], str | None]:
+    """The Anthropic body, and the name of the tool that carries a structured answer."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list", "messages")
@@ -255,12 +271,6 @@ def translate_request(
         raise _bad("Anthropic providers return one choice; n must be 1", "n")
     if body.get("logprobs") is True:
         raise _bad("logprobs are not available from Anthropic providers", "logprobs")
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise _bad(
-            "response_format other than text is not supported for Anthropic providers",
-            "response_format",
-        )
     if body.get("reasoning_effort") is not None:
         raise _bad(
             "reasoning_effort is not supported for Anthropic providers yet", "reasoning_effort"
@@ -294,11 +304,20 @@ def translate_request(
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice is not None and (out.get("tools") or choice["type"] == "none"):
         out["tool_choice"] = choice
+    fmt = output_format(body.get("response_format"), structured, out.get("tools", []))
+    if fmt is not None and fmt.tool is not None:
+        client_tools = out.get("tools", [])
+        out["tools"] = [*client_tools, fmt.tool]
+        out["tool_choice"] = tool_choice(
+            out.get("tool_choice"), bool(client_tools), fmt.tool["name"]
+        )
+    elif fmt is not None:
+        out["output_config"] = fmt.output_config
     if isinstance(body.get("user"), str) and body["user"]:
         out["metadata"] = {"user_id": body["user"]}
     if body.get("stream") is True:
         out["stream"] = True
-    return out
+    return out, fmt.tool_name if fmt is not None else None
 
 
 # --- response ------------------------------------------------------------------
@@ -313,9 +332,16 @@ def openai_usage(u: Usage) -> dict[str, Any]:
     }
 
 
-def translate_response(msg: dict[str, Any], created: int) -> tuple[dict[str, Any], Usage | None]:
-    """An Anthropic Messages response → an OpenAI chat.completion."""
+def translate_response(
+    msg: dict[str, Any], created: int, output_tool: str | None = None
+) -> tuple[dict[str, Any], Usage | None]:
+    """An Anthropic Messages response → an OpenAI chat.completion.
+
+    ``output_tool`` names the tool that carries a structured answer: its input
+    is the message content, not a tool call.
+    """
     text: list[str] = []
+    answer: str | None = None
     thinking: list[str] = []
     calls: list[dict[str, Any]] = []
     for block in msg.get("content") or []:
@@ -326,6 +352,8 @@ def translate_response(msg: dict[str, Any], created: int) -> tuple[dict[str, Any
             text.append(str(block.get("text", "")))
         elif kind == "thinking":
             thinking.append(str(block.get("thinking", "")))
+        elif kind == "tool_use" and output_tool is not None and block.get("name") == output_tool:
+            answer = json.dumps(block.get("input") or {}, ensure_ascii=False)
         elif kind == "tool_use":
             calls.append(
                 {
@@ -337,6 +365,8 @@ def translate_response(msg: dict[str, Any], created: int) -> tuple[dict[str, Any
                     },
                 }
             )
+    if answer is not None:
+        text = [answer]  # anything the model wrote beside its answer would spoil the JSON
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(text) if text or not calls else None,
@@ -357,13 +387,19 @@ def translate_response(msg: dict[str, Any], created: int) -> tuple[dict[str, Any
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(str(msg.get("stop_reason")), "stop"),
+                "finish_reason": _finish(msg.get("stop_reason"), answer is not None and not calls),
             }
         ],
     }
     if usage is not None:
         out["usage"] = openai_usage(usage)
     return out, usage
+
+
+def _finish(stop_reason: Any, answered: bool) -> str:
+    if answered and stop_reason == "tool_use":
+        return "stop"  # the output tool was the answer, not a call to run
+    return FINISH_REASONS.get(str(stop_reason), "stop")
 
 
 def translate_error(status: int, body: bytes, provider: str) -> bytes:
@@ -383,8 +419,13 @@ def translate_error(status: int, body: bytes, provider: str) -> bytes:
 class StreamTranslator:
     """Anthropic Messages SSE → OpenAI ``chat.completion.chunk`` SSE, event by event."""
 
-    def __init__(self, *, include_usage: bool, created: int) -> None:
+    def __init__(
+        self, *, include_usage: bool, created: int, output_tool: str | None = None
+    ) -> None:
         self.include_usage = include_usage
+        self.output_tool = output_tool
+        # Content block indexes of the output tool: their input is the answer.
+        self._answer_blocks: set[int] = set()
         self.created = created
         self.id = ""
         self.model = ""
@@ -413,6 +454,11 @@ class StreamTranslator:
             return self._chunk({"role": "assistant", "content": ""})
         if name == "content_block_start":
             block = data.get("content_block") or {}
+            if block.get("type") == "tool_use" and self.output_tool is not None and (
+                block.get("name") == self.output_tool
+            ):
+                self._answer_blocks.add(data.get("index", 0))
+                return b""
             if block.get("type") == "tool_use":
                 index = self._tool_index.setdefault(data.get("index", 0), len(self._tool_index))
                 return self._chunk(
@@ -435,6 +481,8 @@ class StreamTranslator:
             kind = delta.get("type")
             if kind == "text_delta":
                 return self._chunk({"content": delta.get("text", "")})
+            if kind == "input_json_delta" and data.get("index", 0) in self._answer_blocks:
+                return self._chunk({"content": delta.get("partial_json", "")})
             if kind == "input_json_delta":
                 index = self._tool_index.get(data.get("index", 0), 0)
                 return self._chunk(
@@ -454,7 +502,8 @@ class StreamTranslator:
             self.usage = usage_from(data.get("usage"), self.usage)
             reason = (data.get("delta") or {}).get("stop_reason")
             if reason:
-                self.finish_reason = FINISH_REASONS.get(str(reason), "stop")
+                answered = bool(self._answer_blocks) and not self._tool_index
+                self.finish_reason = _finish(reason, answered)
                 return self._chunk({}, self.finish_reason)
             return b""
         if name == "message_stop":
@@ -505,15 +554,34 @@ class OpenAIToAnthropic(Exchange):
         super().__init__(*args, **kwargs)
         self.created = int(time.time())
         self._stream = StreamTranslator(include_usage=self.ctx.include_usage, created=self.created)
+        self.output_tool: str | None = None
+
+    @classmethod
+    def refusal(cls, body: dict[str, Any], structured: StructuredOutputs) -> GatewayError | None:
+        try:
+            translate_request(body, "", 1, structured)
+        except GatewayError as e:
+            return e
+        return None
 
     def request(self) -> Outbound:
         ctx = self.ctx
-        body = translate_request(ctx.body, ctx.model.id, ctx.defaults.anthropic_max_tokens)
+        body, self.output_tool = translate_request_and_output_tool(
+            ctx.body, ctx.model.id, ctx.defaults.anthropic_max_tokens, ctx.model.structured_outputs
+        )
+        self._stream.output_tool = self.output_tool
+        limit = ctx.model.max_output_tokens
+        if limit is not None and body["max_tokens"] > limit:
+            body["max_tokens"] = limit
         return Outbound(path=ctx.provider.base_path + "/v1/messages", body=dumps(body))
 
     def json_response(self, body: dict[str, Any]) -> bytes:
-        out, self.usage = translate_response(body, self.created)
+        out, self.usage = translate_response(body, self.created, self.output_tool)
         read_meta(self, body, stop_reasons(body))
+        if self.text is not None:
+            for block in body.get("content") or []:
+                if isinstance(block, dict) and block.get("type") == "text":
+                    self.keep_text(block.get("text"))
         return dumps(out)
 
     def stream_event(self, event: Event) -> bytes:
@@ -532,6 +600,10 @@ class OpenAIToAnthropic(Exchange):
             read_meta(self, data["message"])
         elif name == "message_delta" and (reasons := stop_reasons(data.get("delta"))):
             self.finish_reasons = reasons
+        elif name == "content_block_delta" and self.text is not None:
+            delta = data.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                self.keep_text(delta.get("text"))
         return out
 
     def stream_end(self, pending: bytes) -> bytes:

@@ -86,6 +86,11 @@ class OpenAIToOpenAI(Exchange):
             found = (c.get("finish_reason") for c in choices if isinstance(c, dict))
             reasons = [r for r in found if isinstance(r, str)]
         read_meta(self, body, reasons)
+        if self.text is not None and isinstance(choices, list) and choices:
+            first = choices[0]
+            message = first.get("message") if isinstance(first, dict) else None
+            if isinstance(message, dict):
+                self.keep_text(message.get("content"))
         return b""
 
     def stream_event(self, event: Event) -> bytes:
@@ -95,6 +100,8 @@ class OpenAIToOpenAI(Exchange):
             for m in _FINISH_REASON.finditer(raw):
                 if len(self.finish_reasons) < MAX_REASONS:
                     self.finish_reasons.append(m.group(1).decode())
+        if self.text is not None and b'"content"' in raw:
+            self._keep_delta(event)
         if b'"usage"' not in raw or _NULL_USAGE.search(raw):
             return raw
         try:
@@ -109,6 +116,17 @@ class OpenAIToOpenAI(Exchange):
                 if not self.ctx.include_usage and not chunk.get("choices"):
                     return b""
         return raw
+
+    def _keep_delta(self, event: Event) -> None:
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            return
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            delta = choices[0].get("delta")
+            if isinstance(delta, dict):
+                self.keep_text(delta.get("content"))
 
     def stream_end(self, pending: bytes) -> bytes:
         return pending  # pass-through: an unterminated last event still reaches the client

@@ -58,6 +58,7 @@ class Gateway:
         self._retired: list[RedisStore] = []
         # Configured with each config; its sinks open when the server starts.
         self.audit = AuditLog()
+        self.telemetry.count_audit_lost(self.audit.lost)
         # What the completion listeners read of each request's record beyond
         # the basics (pipeline.Needs): the stages fill in only that.
         self.record_needs = pipeline.Needs.NOTHING

@@ -21,9 +21,12 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 
 from extproc.audit.verify import verify
+from extproc.config import parse_config
 from extproc.devtools.fake_provider import FakeProvider
+from extproc.telemetry import start as start_telemetry
 from tests.ci import skip_or_fail
 from tests.conftest import gateway_doc
 from tests.harness import GatewayProcess, wait_until
@@ -61,10 +64,28 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
-def _gateway(fakes: dict[str, FakeProvider], path: Path, policy: str) -> GatewayProcess:
+def _gateway(
+    fakes: dict[str, FakeProvider], path: Path, policy: str, reader: MetricReader | None = None
+) -> GatewayProcess:
     doc = gateway_doc(fakes)
     doc["audit"] = {"file": {"path": str(path)}, "durability": "sync", "on_failure": policy}
-    return GatewayProcess(doc).start()
+    if reader is None:
+        return GatewayProcess(doc).start()
+    tel = start_telemetry(parse_config(doc).telemetry, metric_readers=[reader], env={})
+    return GatewayProcess(doc, telemetry=tel).start()
+
+
+def _lost_metric(reader: InMemoryMetricReader) -> dict[str, int]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        str(p.attributes["sink"]): int(p.value)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "sidegate.audit.records.lost"
+        for p in m.data.data_points
+    }
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -137,7 +158,8 @@ def test_a_full_disk_under_serve_counts_the_lost_records(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="extproc.audit")
     path = disk / "audit.jsonl"
-    gw = _gateway(fakes, path, "serve")
+    reader = InMemoryMetricReader()
+    gw = _gateway(fakes, path, "serve", reader)
     try:
         oa = openai.OpenAI(base_url=f"{gw.base}/v1", api_key="x", max_retries=0)
         assert _ask(oa)
@@ -150,6 +172,8 @@ def test_a_full_disk_under_serve_counts_the_lost_records(
                 break
         lost_now = writer.lost[f"file {path}"]
         assert lost_now == 5
+        # Also a metric, by sink.
+        assert _lost_metric(reader)[f"file {path}"] == 5
         assert len(_episode_logs(caplog, "records are being lost and requests go on")) == 1
         filler.unlink()
         assert _ask(oa)

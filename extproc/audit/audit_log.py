@@ -97,6 +97,11 @@ class AuditLog:
             return None
         return writer.failing
 
+    def lost(self) -> dict[str, int]:
+        """Records lost so far, by sink (this writer's: a reload that moves the log starts at 0)."""
+        writer = self.writer
+        return dict(writer.lost) if writer is not None else {}
+
     def content_limit(self, route: str) -> int:
         """How much of a response on ``route`` to keep for its record (0: none)."""
         cfg = self.config

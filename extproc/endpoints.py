@@ -28,11 +28,21 @@ class Endpoint:
     model_id: str | None = None
 
 
+ANTHROPIC_MESSAGES = "/anthropic/v1/messages"
+ANTHROPIC_COUNT_TOKENS = "/anthropic/v1/messages/count_tokens"
 _POST = {
     "/chat/completions": ClientApi.OPENAI_CHAT,
     "/embeddings": ClientApi.OPENAI_EMBEDDINGS,
     "/responses": ClientApi.OPENAI_RESPONSES,
 }
+
+
+def proxy_paths() -> list[tuple[str, ErrorStyle]]:
+    """Every path a model call is POSTed to, with the error style its callers read."""
+    bases = ("/v1", "/openai/v1")
+    paths = [(f"{base}{rest}", ErrorStyle.OPENAI) for base in bases for rest in _POST]
+    anthropic = [ANTHROPIC_MESSAGES, ANTHROPIC_COUNT_TOKENS]
+    return [*paths, *((p, ErrorStyle.ANTHROPIC) for p in anthropic)]
 
 
 def style_for_path(path: str) -> ErrorStyle:
@@ -43,11 +53,11 @@ def classify(method: str, path: str) -> Endpoint:
     path = path.split("?", 1)[0]
     style = style_for_path(path)
     if style is ErrorStyle.ANTHROPIC:
-        if path == "/anthropic/v1/messages":
+        if path == ANTHROPIC_MESSAGES:
             return _only(
                 method, "POST", path, Endpoint(Kind.PROXY, style, ClientApi.ANTHROPIC_MESSAGES)
             )
-        if path == "/anthropic/v1/messages/count_tokens":
+        if path == ANTHROPIC_COUNT_TOKENS:
             count = Endpoint(Kind.PROXY, style, ClientApi.ANTHROPIC_COUNT_TOKENS)
             return _only(method, "POST", path, count)
         if path == "/anthropic/v1/models":

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .apis import ClientApi, route_key
 from .config import Candidate, GatewayConfig, Model, Provider, ProviderApi, StructuredOutputs
-from .translate import can_serve
+from .translate import can_refuse, can_serve
 
 # What decides whether a candidate can translate a request: two candidates
 # with the same capability accept and refuse the same requests.
@@ -86,6 +86,9 @@ def plan_routes(config: GatewayConfig) -> dict[str, RoutePlan]:
                 continue
             key = route_key(route.name, api)
             caps = tuple(dict.fromkeys(capability(config, c) for g in groups for c in g))
+            if not any(can_refuse(api, provider_api) for provider_api, _ in caps):
+                # Every candidate serves whatever any of them does: no variants.
+                caps = ()
             narrowed: list[tuple[frozenset[Capability], str]] = []
             for size in range(1, len(caps)):
                 for subset in itertools.combinations(caps, size):

@@ -22,8 +22,13 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import tiktoken
+if TYPE_CHECKING:
+    import tiktoken
+
+# tiktoken itself (its extension, ~1.3 MiB of RSS) is imported only by a
+# gateway that counts tokens: one without token quotas never loads it.
 
 ENV_DIR = "SIDEGATE_TOKENIZER_DIR"
 
@@ -107,6 +112,8 @@ def load(encoding: str, directory: str | None = None) -> tiktoken.Encoding:
         found = _loaded.get(encoding)
         if found is not None:
             return found
+        import tiktoken
+
         data = encoding_bytes(encoding, directory)
         with tempfile.TemporaryDirectory(prefix="sidegate-tiktoken-") as cache:
             (Path(cache) / _cache_name(encoding)).write_bytes(data)
@@ -137,6 +144,8 @@ def encoding_for_model(model: str) -> str:
     are not public; o200k_base is within a few tens of percent of them, which
     is what an estimate reconciled with real usage needs.
     """
+    import tiktoken
+
     try:
         name = tiktoken.encoding_name_for_model(model)
     except KeyError:

@@ -1,9 +1,10 @@
 """The two ext_proc stages in process, fed the ``ProcessingRequest`` messages Envoy sends.
 
 A stage test needs no Envoy and no gRPC: ``Stages`` builds a real ``Gateway``
-from a config, runs the policy stage's messages (request headers, then the
-buffered body) through ``PolicyStream``, applies its header mutations the way
-Envoy does, and then plays attempts through ``ProviderStream``: request
+from a config, runs the policy stage's message (a model call's buffered body,
+with the headers it reads as attributes; the headers alone for any other
+path) through ``PolicyStream``, routes and edits the headers the way Envoy's
+route does, and then plays attempts through ``ProviderStream``: request
 headers with the attempt number attribute (answered with the whole request), the provider's response
 headers, body chunks (split wherever the test likes) and trailers. What a
 stage answers is returned decoded: status, headers and JSON or SSE body.
@@ -24,9 +25,19 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
+from extproc import forwarding
 from extproc.config import GatewayConfig, parse_config
+from extproc.endpoints import proxy_paths
 from extproc.gateway import Gateway
-from extproc.stages.policy import ROUTE_HEADER, PolicyStream
+from extproc.stages.policy import (
+    METADATA_NAMESPACE,
+    REQUEST_ID,
+    REQUEST_ID_KEY,
+    ROUTE_HEADER,
+    ROUTE_KEY,
+    PolicyStream,
+    attributes,
+)
 from extproc.stages.provider import ATTEMPT_ATTR, ProviderStream
 from extproc.state import RequestState
 
@@ -50,6 +61,24 @@ def request_headers(headers: Mapping[str, str], *, end_of_stream: bool = False) 
 
 def request_body(body: bytes) -> pb.ProcessingRequest:
     return pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True))
+
+
+def with_attributes(
+    req: pb.ProcessingRequest, names: Iterable[str], headers: Mapping[str, str]
+) -> pb.ProcessingRequest:
+    """The CEL attributes ``names`` as Envoy evaluates them on ``headers`` (absent: left out)."""
+    attrs = struct_pb2.Struct()
+    for name in names:
+        if name == "request.path":
+            value = headers.get(":path")
+        elif name == "request.method":
+            value = headers.get(":method")
+        else:
+            value = headers.get(name[len("request.headers['") : -2])
+        if value is not None:
+            attrs.fields[name].string_value = value
+    req.attributes["envoy.filters.http.ext_proc"].CopyFrom(attrs)
+    return req
 
 
 def response_headers(headers: Mapping[str, str], *, end_of_stream: bool = False) -> pb.ProcessingRequest:
@@ -111,10 +140,7 @@ class Routed:
     headers: dict[str, str]
     body: bytes
     state: RequestState | None  # None: a request the policy stage never saw
-
-    @property
-    def route(self) -> str:
-        return self.headers[ROUTE_HEADER]
+    route: str = ""  # the plan key the route matched on (dynamic metadata)
 
 
 @dataclass
@@ -200,23 +226,38 @@ class Stages:
             "content-length": str(len(raw)),
             **(headers or {}),
         }
+        h = {k.lower(): v for k, v in h.items()}
         stream = PolicyStream(self.gateway)
-        out = self._policy(stream, request_headers(h, end_of_stream=method == "GET"))
-        assert len(out) == 1, out
-        reply = immediate(out[0])
-        if reply is not None:
+        if (path.split("?", 1)[0], method) not in self._entries:
+            # Envoy's catch-all route: the headers alone, which the stage refuses.
+            out = self._policy(stream, request_headers(h, end_of_stream=method == "GET"))
+            assert len(out) == 1, out
+            reply = immediate(out[0])
+            assert reply is not None, out[0]
             return reply, stream
-        assert out[0].WhichOneof("response") == "request_headers", out[0]
-        out = self._policy(stream, request_body(raw))
+        identity = self.config.quota.identity
+        out = self._policy(stream, with_attributes(request_body(raw), attributes(identity), h))
         # A slow admission first asks Envoy for more time; the answer is the last message.
         reply = immediate(out[-1])
         if reply is not None:
             return reply, stream
-        common = out[-1].request_body.response
+        resp = out[-1]
+        common = resp.request_body.response
         assert common.clear_route_cache, "a routed request must clear Envoy's route cache"
-        apply_mutation(h, common.header_mutation)
+        # Envoy drops the reply's header mutation (the headers were not sent),
+        # but clears the route cache only for a reply that has one.
+        assert common.HasField("header_mutation")
+        meta = resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+        # What the route then does (envoy_bootstrap._route).
+        for name in (ROUTE_HEADER, *forwarding.CREDENTIALS, identity.user_header, identity.tenant_header):
+            h.pop(name, None)
+        h[REQUEST_ID] = meta[REQUEST_ID_KEY].string_value
         assert stream.state is not None
-        return Routed(h, raw, stream.state), stream
+        return Routed(h, raw, stream.state, route=meta[ROUTE_KEY].string_value), stream
+
+    @property
+    def _entries(self) -> set[tuple[str, str]]:
+        return {(path, "POST") for path, _ in proxy_paths()}
 
     # -- provider stage --
 

@@ -173,3 +173,29 @@ def test_what_envoy_answers_costs_no_ext_proc_message(gw: GatewayProcess) -> Non
         assert hc.get("/anthropic/v1/models/claude").status_code == 200
         assert hc.head("/anthropic/api/hello").status_code == 200
     assert gw.gateway.messages.snapshot() == before
+
+
+def test_count_tokens_resolves_model_names_as_messages_do(fakes: dict[str, FakeProvider]) -> None:
+    # Claude Code counts with the model id it calls with: an alias of an
+    # Anthropic route is counted by the provider, a pattern onto an
+    # OpenAI-backed route is estimated.
+    doc = gateway_doc(fakes)
+    doc["model_names"] = {
+        "aliases": {"claude-opus-4-8": "claude"},
+        "patterns": {"claude-*": "fast"},
+    }
+    gateway = GatewayProcess(doc).start()
+    try:
+        with anthropic.Anthropic(base_url=f"{gateway.base}/anthropic", api_key="x") as c:
+            by_alias = c.messages.with_raw_response.count_tokens(
+                model="claude-opus-4-8", messages=MESSAGES
+            )
+            by_pattern = c.messages.with_raw_response.count_tokens(
+                model="claude-haiku-9", messages=MESSAGES
+            )
+        assert by_alias.headers["x-sidegate-token-count"] == "provider"
+        assert fakes["an"].requests[-1].json()["model"] == "claude-sonnet-4-5"
+        assert by_pattern.headers["x-sidegate-token-count"] == "estimate"
+        assert by_pattern.parse().input_tokens > 0
+    finally:
+        gateway.stop()

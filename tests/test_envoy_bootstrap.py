@@ -41,15 +41,29 @@ def test_invariants() -> None:
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     # No silent bypass: anything the policy stage did not route is refused.
     assert routes[-1]["name"] == "unrouted" and routes[-1]["direct_response"]["status"] == 500
-    assert all(r["match"]["headers"] for r in routes[:-1])
+    # A route to a provider matches only on what the policy stage's reply sets
+    # (dynamic metadata, which a client cannot send); every other route answers.
+    proxied = [r for r in routes if "route" in r]
+    assert proxied and all(
+        r["match"]["dynamic_metadata"][0]["filter"] == "sidegate" and "headers" not in r["match"]
+        for r in proxied
+    )
+    assert all("direct_response" in r for r in routes if r not in proxied)
     assert [f["name"] for f in hcm["http_filters"]] == [
         "envoy.filters.http.buffer",
         "envoy.filters.http.ext_proc",
+        "sidegate.hold_until_routed",
         "envoy.filters.http.router",
     ]
+    # The policy stage gets a model call in one message: the body, and the
+    # headers its steps read as attributes.
+    policy = hcm["http_filters"][1]["typed_config"]
+    assert policy["processing_mode"]["request_header_mode"] == "SKIP"
+    assert policy["processing_mode"]["request_body_mode"] == "BUFFERED"
+    assert "request.headers['x-sidegate-user']" in policy["request_attributes"]
     # Only the model lists, cards and the Anthropic base URL's probes skip the
     # policy stage: GETs (and probe HEADs) Envoy answers itself.
-    direct = [r for r in routes[:-1] if "direct_response" in r]
+    direct = [r for r in routes[:-1] if "direct_response" in r and r.get("name") != "entry"]
     assert {r["name"] for r in direct} == {
         "models",
         "model",
@@ -68,9 +82,15 @@ def test_invariants() -> None:
             )
         assert r["match"]["headers"] == [{"name": ":method", "string_match": method}]
         assert r["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
-    for r in routes[:-1]:
-        if r in direct:
-            continue
+    # A model call without a body sends the policy stage nothing: its entry
+    # route answers it (a 400 in the caller's format).
+    entries = [r for r in routes[:-1] if r.get("name") == "entry"]
+    assert {r["match"]["path"] for r in entries} >= {"/v1/chat/completions", "/anthropic/v1/messages"}
+    assert all(r["direct_response"]["status"] == 400 for r in entries)
+    # Every other path sends its headers, which the stage refuses.
+    catch_all = routes[-1]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+    assert catch_all["overrides"]["processing_mode"]["request_header_mode"] == "SEND"
+    for r in proxied:
         assert r["route"]["timeout"] == "0s"  # a long stream is never cut by a total deadline
         retry = r["route"]["retry_policy"]
         assert 429 in retry["retriable_status_codes"] and retry["refresh_cluster_on_retry"]

@@ -65,7 +65,8 @@ SHAPES = [
     Shape("anthropic_to_openai_stream", "anthropic", "fast", True, "oa"),
 ]
 
-POLICY = {"request_headers": 1, "request_body": 1}
+# The body alone, the headers the steps read riding along as attributes.
+POLICY = {"request_body": 1}
 PROVIDER_REQUEST = {"request_headers": 1}
 # The record, per stage and message kind; quotas add none. Streams: the
 # provider's response_body count is one per paced event plus the end of the
@@ -254,3 +255,37 @@ def test_count_tokens_messages(gateway: GatewayProcess, model: str) -> None:
         lambda: _delta(before, gateway.gateway.messages.snapshot()) == expected,
         f"the message counts of count_tokens on {model!r}: {expected}",
     )
+@pytest.mark.parametrize(
+    ("path", "style"),
+    [("/v1/chat/completions", "openai"), ("/anthropic/v1/messages", "anthropic")],
+)
+def test_bodiless_model_call_is_answered_by_envoy(
+    gateway: GatewayProcess, path: str, style: str
+) -> None:
+    """No body, no message (Envoy sends none for it): the entry route answers, in the
+    caller's format, and nothing is left in the request table."""
+    before = gateway.gateway.messages.snapshot()
+    with httpx.Client(base_url=gateway.base) as hc:
+        r = hc.post(path, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/json"
+    err = r.json()
+    if style == "openai":
+        assert err["error"]["code"] == "invalid_request"
+        assert err["error"]["message"] == "request body is required"
+    else:
+        assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+        assert err["error"]["message"] == "request body is required"
+    assert _delta(before, gateway.gateway.messages.snapshot()) == {}
+    assert len(gateway.gateway.requests) == 0
+
+
+def test_refused_paths_cost_one_headers_message(gateway: GatewayProcess) -> None:
+    before = gateway.gateway.messages.snapshot()
+    with httpx.Client(base_url=gateway.base) as hc:
+        r = hc.post("/v1/completions", json={"model": "fast", "prompt": "x"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url"
+    assert _delta(before, gateway.gateway.messages.snapshot()) == {
+        "streams": {"policy": 1},
+        "policy": {"request_headers": 1},
+    }

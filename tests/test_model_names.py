@@ -143,9 +143,9 @@ def test_lists_per_api() -> None:
         ["anthropic-only", "claude", "claude-opus-4-8", "embed", "fast", "gpt-4", "gpt-4o", "smart"]
     )
     anthropic_names = model_list.served_names(config, [ClientApi.ANTHROPIC_MESSAGES])
-    # Only routes with an Anthropic candidate (until Anthropic clients reach OpenAI providers).
-    assert "embed" not in anthropic_names and "fast" not in anthropic_names
-    assert {"claude", "claude-opus-4-8", "smart"} <= set(anthropic_names)
+    # Every chat route (OpenAI-backed ones translated); no embedding model.
+    assert "embed" not in anthropic_names
+    assert {"claude", "claude-opus-4-8", "smart", "fast", "gpt-4o"} <= set(anthropic_names)
     assert list(model_list.cards(config)) == openai_names
 
 

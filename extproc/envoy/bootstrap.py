@@ -1,11 +1,13 @@
 """The Envoy bootstrap, generated from the gateway config (never written by hand).
 
 Shape (see DESIGN.md): one loopback listener whose HTTP filter chain is the
-policy-stage ext_proc then the router; one route per (route, client API) plan,
-selected by the routing header the policy stage sets, failing over between
-priority groups; one cluster per provider whose upstream filter chain runs the
-provider-stage ext_proc once per attempt. A request the policy stage did not
-route hits a catch-all that refuses it, so traffic never bypasses the policy.
+body limit, the policy-stage ext_proc, a buffer that holds the headers until
+the policy stage has routed the request, then the router; one route per
+(route, client API) plan, selected by the dynamic metadata the policy stage
+sets, failing over between priority groups; one cluster per provider whose
+upstream filter chain runs the provider-stage ext_proc once per attempt. A
+request the policy stage did not route hits an entry or catch-all route that
+refuses it, so traffic never bypasses the policy.
 """
 
 from __future__ import annotations
@@ -18,12 +20,23 @@ from typing import Any
 import yaml
 
 from .. import forwarding, model_list, model_list_anthropic, pipeline
-from ..apis import ClientApi
+from ..apis import ClientApi, ErrorStyle
 from ..config import EXTPROC_MESSAGE_BYTES, GatewayConfig, Limits, Provider
+from ..endpoints import proxy_paths
+from ..errors import GatewayError, render
 from ..pipeline.count_tokens import TOKEN_COUNT_HEADER
 from ..quota.config import Identity
 from ..routing import RoutePlan, plan_routes
-from ..stages.policy import ROUTE_HEADER, SLOW_WORK_TIMEOUT, PolicyStream
+from ..stages.policy import (
+    METADATA_NAMESPACE,
+    REQUEST_ID,
+    REQUEST_ID_KEY,
+    ROUTE_HEADER,
+    ROUTE_KEY,
+    SLOW_WORK_TIMEOUT,
+    PolicyStream,
+    attributes,
+)
 from ..stages.provider import ProviderStream
 from ..stages.server import STAGE_METADATA
 from .local_reply import local_reply_config
@@ -119,19 +132,33 @@ def _policy_filter(identity: Identity, limits: Limits) -> dict[str, Any]:
             "policy",
             pipeline.policy_mode(PolicyStream.steps),
             limits,
+            # The headers the steps read, sent with the body (no headers message).
+            request_attributes=attributes(identity),
+            metadata_options={"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
             route_cache_action="DEFAULT",
-            # Every header but the credentials: the stage decides which of the
-            # app's headers go on (see forwarding.py), so it must see their
-            # names. The credentials never go on; the routes remove them.
+            # Where the headers are sent (paths the stage refuses or answers):
+            # never the credentials.
             forward_rules={
                 "disallowed_headers": {
                     "patterns": [{"exact": h} for h in sorted(forwarding.CREDENTIALS)]
                 }
             },
-            # Envoy drops the x-envoy-* headers it knows from a client, not
-            # others (x-envoy-foo reached providers): the stage removes them.
-            mutation_rules={"allow_envoy": True},
         ),
+    }
+
+
+def _hold_filter(limits: Limits) -> dict[str, Any]:
+    """Holds the request headers until the policy stage's body reply has routed them.
+
+    The policy stage skips the headers, so without this the router would
+    pick the route at header time, before the reply that names it.
+    """
+    return {
+        "name": "sidegate.hold_until_routed",
+        "typed_config": {
+            _T: f"{_API}.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": limits.body_buffer_bytes,
+        },
     }
 
 
@@ -144,10 +171,13 @@ def _provider_filter(provider: Provider, limits: Limits) -> dict[str, Any]:
             pipeline.provider_mode(ProviderStream.needs | pipeline.needs(pipeline.COMPLETION)),
             limits,
             request_attributes=["upstream.request_attempt_count"],
-            mutation_rules={"disallow_is_error": True},
-            # Every header: the response's are scrubbed of keys (a provider or a
-            # proxy before it may echo one), and the request's are few by now
-            # (the policy stage let through only what may reach a provider).
+            # allow_envoy: Envoy drops the x-envoy-* headers it knows from a
+            # client, not others (x-envoy-foo reached providers): the stage
+            # removes them with the rest the allow-list does not forward.
+            mutation_rules={"disallow_is_error": True, "allow_envoy": True},
+            # Every header: the stage applies the forwarding allow-list to the
+            # request's, and scrubs keys from the response's (a provider or a
+            # proxy before it may echo one).
         ),
     }
 
@@ -169,15 +199,34 @@ def _route(plan: RoutePlan, config: GatewayConfig) -> dict[str, Any]:
     ]
     return {
         "name": plan.key,
+        # Only the policy stage's reply sets this metadata: a client cannot.
         "match": {
             "prefix": "/",
-            "headers": [
-                {"name": ROUTE_HEADER, "string_match": {"exact": plan.key}},
+            "dynamic_metadata": [
+                {
+                    "filter": METADATA_NAMESPACE,
+                    "path": [{"key": ROUTE_KEY}],
+                    "value": {"string_match": {"exact": plan.key}},
+                }
             ],
         },
+        "request_headers_to_add": [
+            {
+                "header": {
+                    "key": REQUEST_ID,
+                    "value": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{REQUEST_ID_KEY})%",
+                },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        # What never reaches a provider and needs no look at the request; the
+        # provider stage removes the rest the allow-list does not forward.
         "request_headers_to_remove": [
             ROUTE_HEADER,
             *sorted(forwarding.CREDENTIALS),
+            *sorted(
+                {config.quota.identity.user_header, config.quota.identity.tenant_header}
+            ),
             *forwarding.HeaderFilter(
                 config.forward_headers.allow, config.forward_headers.deny
             ).route_removals(),
@@ -288,7 +337,36 @@ def anthropic_model_routes(config: GatewayConfig) -> list[dict[str, Any]]:
     return routes
 
 
+def _entry(path: str, style: ErrorStyle, config: GatewayConfig) -> dict[str, Any]:
+    """Where a model call is matched at header time, until the policy stage routes it.
+
+    The policy filter takes its one-message mode from here (the filter's
+    default). A request that reaches this route's own answer sent the policy
+    stage nothing: it had no body (Envoy sends no message for an empty body).
+    """
+    err = GatewayError(400, "request body is required", code="invalid_request")
+    return {
+        "name": "entry",
+        "match": {
+            "path": path,
+            "headers": [{"name": ":method", "string_match": {"exact": "POST"}}],
+        },
+        "request_body_buffer_limit": config.limits.body_buffer_bytes,
+        "direct_response": {
+            "status": err.status,
+            "body": {"inline_string": render(err, style).decode()},
+        },
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }
+
+
 def _catch_all(config: GatewayConfig) -> dict[str, Any]:
+    """Every other request: the policy stage sees its headers and refuses it (404, 405)."""
     return {
         "name": "unrouted",
         "match": {"prefix": "/"},
@@ -296,6 +374,12 @@ def _catch_all(config: GatewayConfig) -> dict[str, Any]:
         "direct_response": {
             "status": 500,
             "body": {"inline_string": _UNROUTED},
+        },
+        "typed_per_filter_config": {
+            "envoy.filters.http.ext_proc": {
+                _T: _EXTPROC_PER_ROUTE,
+                "overrides": {"processing_mode": pipeline.policy_refusal_mode()},
+            }
         },
     }
 
@@ -491,8 +575,13 @@ ROUTE_CONFIG = "sidegate"
 
 def route_config(config: GatewayConfig) -> dict[str, Any]:
     plans = plan_routes(config)
+    # Routes by metadata first: after the policy stage's reply they must win
+    # over the entry routes their requests matched at header time.
     routes = (
-        model_routes(config) + [_route(p, config) for p in plans.values()] + [_catch_all(config)]
+        model_routes(config)
+        + [_route(p, config) for p in plans.values()]
+        + [_entry(path, style, config) for path, style in proxy_paths()]
+        + [_catch_all(config)]
     )
     return {
         "name": ROUTE_CONFIG,
@@ -525,6 +614,7 @@ def app_listener(config: GatewayConfig, rds: dict[str, Any] | None = None) -> di
         "http_filters": [
             _body_limit_filter(config.limits),
             _policy_filter(config.quota.identity, config.limits),
+            _hold_filter(config.limits),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {

@@ -33,7 +33,7 @@ from ..telemetry.listener import RecordTelemetry
 from .admit import AdmitQuotas
 from .count_tokens import CountTokens
 from .identify import IdentifyCaller
-from .modes import policy_mode, provider_mode
+from .modes import policy_mode, policy_refusal_mode, provider_mode
 from .responses_state import ResponsesState
 from .route import Route, unknown_model
 from .settle import SettleQuotas
@@ -54,6 +54,7 @@ __all__ = [
     "completion_listeners",
     "needs",
     "policy_mode",
+    "policy_refusal_mode",
     "provider_mode",
     "request_steps",
     "unknown_model",

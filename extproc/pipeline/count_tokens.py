@@ -43,12 +43,20 @@ class CountTokens(Step):
     async def run(self, ctx: RequestContext) -> Answer | None:
         if ctx.api is not ClientApi.ANTHROPIC_COUNT_TOKENS:
             return None
-        config = ctx.gw.config
-        route = config.routes.get(ctx.model)
-        messages = ctx.gw.plans.get(route_key(ctx.model, ClientApi.ANTHROPIC_MESSAGES))
-        if route is None or messages is None or counted_by_provider(config, ctx.model):
-            # Unknown, not callable with Messages (the route step refuses
-            # both), or counted by the provider.
+        gw, config = ctx.gw, ctx.gw.config
+        # The route the name stands for, as the Messages call it counts for
+        # would resolve it (aliases, patterns, the default route).
+        name = config.model_names.resolve(
+            ctx.model,
+            config.routes,
+            lambda r: route_key(r, ClientApi.ANTHROPIC_MESSAGES) in gw.plans,
+        )
+        route = config.routes.get(name) if name is not None else None
+        messages = gw.plans.get(route_key(name, ClientApi.ANTHROPIC_MESSAGES)) if name else None
+        if name is None or route is None or messages is None:
+            return None  # unknown, or not callable with Messages: the route step refuses
+        if counted_by_provider(config, name):
+            ctx.model = name  # the route step pins this route's count_tokens plan
             return None
         model = config.models[route.groups[0][0].model]
         tokens = await asyncio.to_thread(_estimate, config, model.id, ctx)

@@ -14,16 +14,33 @@ _RESPONSE = Needs.RESPONSE_HEADERS | Needs.RESPONSE_BODY | Needs.STREAM_CHUNKS
 
 
 def policy_mode(steps: Iterable[Step]) -> dict[str, str]:
-    """The policy filter: request headers always (the endpoint), the body if a step reads it.
+    """The policy filter on a model call's path: one message, the whole request.
 
+    The body alone (request headers SKIP), with the few headers the steps
+    read sent along as attributes (``stages.policy.attributes``): a headers message
+    would cost a gRPC round trip of its own. Envoy holds the headers in the
+    buffer filter after this one until the body reply re-routes the request.
     Response modes stay off here: Envoy merges a router-level filter's
     per-route mode from the route matched at header time, before the policy
     stage picks the route, so the response is the provider stage's to read.
     """
     body = any(Needs.REQUEST_BODY in step.needs for step in steps)
     return {
-        "request_header_mode": "SEND",
+        "request_header_mode": "SKIP" if body else "SEND",
         "request_body_mode": "BUFFERED" if body else "NONE",
+        "response_header_mode": "SKIP",
+        "response_body_mode": "NONE",
+    }
+
+
+def policy_refusal_mode() -> dict[str, str]:
+    """The policy filter on every other path: the headers, which it refuses or answers.
+
+    (A per-route mode replaces the whole mode, so every field is stated.)
+    """
+    return {
+        "request_header_mode": "SEND",
+        "request_body_mode": "NONE",
         "response_header_mode": "SKIP",
         "response_body_mode": "NONE",
     }

@@ -274,21 +274,27 @@ class RedisStore:
         if self._queued >= MAX_QUEUED and not patient:
             self.busy += 1
             raise StoreBusy(f"{MAX_QUEUED} requests already wait for a connection to Redis")
-        self._queued += 1
+        if self._slots.locked():
+            self._queued += 1
+            try:
+                await asyncio.wait_for(self._slots.acquire(), limit if patient else QUEUE_WAIT)
+            except TimeoutError:
+                if patient:
+                    raise  # a failure of the call
+                self.busy += 1
+                raise StoreBusy(
+                    f"no connection to Redis became free within {QUEUE_WAIT:g}s"
+                ) from None
+            finally:
+                self._queued -= 1
+        else:
+            # A free slot: taken at once, without wait_for's task and timer.
+            await self._slots.acquire()
         try:
-            await asyncio.wait_for(self._slots.acquire(), limit if patient else QUEUE_WAIT)
-        except TimeoutError:
-            if patient:
-                raise  # a failure of the call
-            self.busy += 1
-            raise StoreBusy(
-                f"no connection to Redis became free within {QUEUE_WAIT:g}s"
-            ) from None
-        finally:
-            self._queued -= 1
-        try:
-            # The client has its own timeouts; this bounds the call whatever it does.
-            return await asyncio.wait_for(op(), limit)
+            # The client has its own timeouts; this bounds the call whatever it
+            # does (asyncio.timeout: no task of its own, unlike wait_for).
+            async with asyncio.timeout(limit):
+                return await op()
         except MaxConnectionsError as e:
             if patient:
                 raise

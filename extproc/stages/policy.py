@@ -3,9 +3,17 @@
 It recognises the endpoint, rejects bad input in the caller's dialect, parses
 the body once and runs the pipeline's request steps on it (``extproc.pipeline``:
 validate, route, identify the caller, admit quotas), then pins the request to
-an Envoy route (routing header plus ``clear_route_cache``) whose priority
+an Envoy route (dynamic metadata plus ``clear_route_cache``) whose priority
 groups hold only providers that can serve it. The parsed request is left in
 the request table for the provider stage.
+
+A model call costs one message: its body, with the headers the steps read
+sent along as attributes (``attributes``). Envoy does not send the request
+headers themselves, so this stage never sees the others: the routes remove
+credentials and identity headers, and the provider stage, which sees every
+header on each attempt, applies the forwarding allow-list. Any other path
+(unknown, wrong method, an unknown model's card) sends its headers only,
+which this stage answers at once.
 """
 
 from __future__ import annotations
@@ -28,12 +36,18 @@ from ..gateway import Gateway
 from ..headers import mutation, to_dict
 from ..pipeline import Answer, RequestContext, request_steps, unknown_model
 from ..pipeline.record import answered_by, answered_details, client_path, trace_context, unrouted
+from ..quota.config import Identity
 from ..state import Answered, RequestState
 from . import ending
 
 log = logging.getLogger(__name__)
 
 ROUTE_HEADER = "x-sidegate-route"
+# Where the body reply tells Envoy the route (and the request id the route sets).
+METADATA_NAMESPACE = "sidegate"
+ROUTE_KEY = "route"
+REQUEST_ID_KEY = "rid"
+ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 # How long the policy stage may take on one message when it has slow work
 # (Envoy's max_message_timeout; its message_timeout is far shorter).
 SLOW_WORK_TIMEOUT = 5.0
@@ -43,6 +57,50 @@ SLOW_WORK_AFTER = 0.25
 REQUEST_ID = "x-request-id"
 # Client headers that belong to the Anthropic API and reach Anthropic providers only.
 ANTHROPIC_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+# The client headers the request steps read (besides the configured identity
+# headers), sent as attributes with the body. A step that reads another header
+# adds it here, or it will not find it in ``RequestContext.headers``.
+ATTRIBUTE_HEADERS = (
+    "content-type",
+    REQUEST_ID,
+    "traceparent",
+    "tracestate",
+    *ANTHROPIC_CLIENT_HEADERS,
+)
+_PATH_ATTR = "request.path"  # with the query, as :path
+_METHOD_ATTR = "request.method"
+
+
+def _header_attr(name: str) -> str:
+    return f"request.headers['{name}']"
+
+
+def attributes(identity: Identity) -> list[str]:
+    """The CEL attributes Envoy sends with the body: what ``RequestContext.headers`` holds.
+
+    By name: Envoy 1.40 sends the whole ``request.headers`` map as the string
+    "CelMap value".
+    """
+    names = dict.fromkeys((*ATTRIBUTE_HEADERS, identity.user_header, identity.tenant_header))
+    return [_PATH_ATTR, _METHOD_ATTR, *(_header_attr(n) for n in names)]
+
+
+def headers_from_attributes(req: pb.ProcessingRequest) -> dict[str, str]:
+    """The request's headers as the attributes carry them (only those asked for)."""
+    attrs = req.attributes.get(ATTRIBUTES_KEY)
+    if attrs is None:
+        return {}
+    out: dict[str, str] = {}
+    for key, value in attrs.fields.items():
+        if value.WhichOneof("kind") != "string_value":
+            continue
+        if key == _PATH_ATTR:
+            out[":path"] = value.string_value
+        elif key == _METHOD_ATTR:
+            out[":method"] = value.string_value
+        elif key.startswith("request.headers['") and key.endswith("']"):
+            out[key[17:-2]] = value.string_value
+    return out
 
 
 def immediate(
@@ -95,12 +153,14 @@ class PolicyStream:
         which = req.WhichOneof("request")
         try:
             if which == "request_headers":
-                resp = self.on_headers(req.request_headers)
-                if resp.HasField("immediate_response") and self.answered is None:
-                    ir = resp.immediate_response
-                    self.answered = answered_details(ir.status.code, ir.details)
-                yield resp
+                yield self._noted(self.on_headers(req.request_headers))
             elif which == "request_body":
+                if self.endpoint is None:
+                    # The one message of a model call (request headers SKIP).
+                    refused = self.check_headers(headers_from_attributes(req), has_body=True)
+                    if refused is not None:
+                        yield self._noted(refused)
+                        return
                 async for resp in self.on_body(req.request_body):
                     yield resp
             else:
@@ -110,20 +170,32 @@ class PolicyStream:
             self.answered = answered_by(e)
             yield error_response(e, style)
 
+    def _noted(self, resp: pb.ProcessingResponse) -> pb.ProcessingResponse:
+        """``resp``, with the request's record told if it answers the request."""
+        if resp.HasField("immediate_response") and self.answered is None:
+            ir = resp.immediate_response
+            self.answered = answered_details(ir.status.code, ir.details)
+        return resp
+
     def on_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
-        self.headers = h = to_dict(msg.headers)
+        refused = self.check_headers(to_dict(msg.headers), has_body=not msg.end_of_stream)
+        if refused is not None:
+            return refused
+        resp = pb.ProcessingResponse()
+        resp.request_headers.SetInParent()
+        return resp
+
+    def check_headers(self, h: dict[str, str], has_body: bool) -> pb.ProcessingResponse | None:
+        """Recognise the endpoint from the headers: None to go on, or the answer."""
+        self.headers = h
         path = h.get(":path", "/")
         try:
             self.endpoint = ep = classify(h.get(":method", "GET"), path)
         except GatewayError as e:
             return error_response(e, style_for_path(path))
-        bad = forwarding.bad_value(h)
+        bad = bad_header(h)
         if bad is not None:
-            raise GatewayError(
-                400,
-                f"header {clip(bad, 60)} holds a control character (CR, LF, NUL or the like)",
-                code="invalid_header",
-            )
+            raise bad
         if ep.kind in (Kind.LIST_MODELS, Kind.GET_MODEL) and ep.style is ErrorStyle.ANTHROPIC:
             return self._anthropic_models(ep)
         if ep.kind is Kind.LIST_MODELS:
@@ -145,11 +217,9 @@ class PolicyStream:
         length = h.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(int(length), limit)
-        if msg.end_of_stream:
+        if not has_body:
             raise GatewayError(400, "request body is required", code="invalid_request")
-        resp = pb.ProcessingResponse()
-        resp.request_headers.SetInParent()
-        return resp
+        return None
 
     def _anthropic_models(self, ep: Endpoint) -> pb.ProcessingResponse:
         """What Envoy's direct responses did not answer (``model_list_anthropic``)."""
@@ -162,7 +232,7 @@ class PolicyStream:
 
     @property
     def _filter(self) -> forwarding.HeaderFilter:
-        return _header_filter(self.gw.config.forward_headers)
+        return header_filter(self.gw.config.forward_headers)
 
     async def on_body(self, msg: pb.HttpBody) -> AsyncIterator[pb.ProcessingResponse]:
         ep = self.endpoint
@@ -209,13 +279,11 @@ class PolicyStream:
         """Admit the request into the table and tell Envoy where it goes."""
         plan = ctx.plan
         assert plan is not None, "the route step pins every request it lets through"
-        set_headers = {ROUTE_HEADER: plan.key}
         request_id = self.headers.get(REQUEST_ID, "")
         if not request_id or request_id in self.gw.requests:
             # The client reused an id that is still in flight: the two requests
             # must not share state.
             request_id = self.gw.new_request_id()
-            set_headers[REQUEST_ID] = request_id
         body = ctx.body
         stream = body.get("stream") is True
         self.state = RequestState(
@@ -241,15 +309,15 @@ class PolicyStream:
         trace_context(self.gw, self.headers, self.state)
         self.gw.requests.put(self.state)
         resp = pb.ProcessingResponse()
+        # The route matches on this; it sets x-request-id from it. (The request
+        # headers are not Envoy's to mutate here: they were never sent.)
+        resp.dynamic_metadata.update(
+            {METADATA_NAMESPACE: {ROUTE_KEY: plan.key, REQUEST_ID_KEY: request_id}}
+        )
         common = resp.request_body.response
-        # Identity headers are for sidegate; providers never see them, nor any
-        # header the allow-list does not forward. (Removed here, not from the
-        # request-headers reply: a mutation there made Envoy 1.40 lose the
-        # route, "route_not_found", once the body reply cleared the cache.)
-        identity = self.gw.config.quota.identity
-        remove = [h for h in (identity.user_header, identity.tenant_header) if h in self.headers]
-        remove += [h for h in self._filter.removals(self.headers) if h not in remove]
-        common.header_mutation.CopyFrom(mutation(set_headers, remove))
+        # Envoy clears the route cache only for a reply with a header mutation,
+        # even one it cannot apply. The routes remove this header in any case.
+        common.header_mutation.CopyFrom(mutation({ROUTE_HEADER: plan.key}))
         common.clear_route_cache = True
         return resp
 
@@ -299,9 +367,21 @@ class PolicyStream:
 
 
 @functools.lru_cache(maxsize=4)
-def _header_filter(config: ForwardHeaders) -> forwarding.HeaderFilter:
+def header_filter(config: ForwardHeaders) -> forwarding.HeaderFilter:
     # One per config in use; a reload brings a new ForwardHeaders.
     return forwarding.HeaderFilter(config.allow, config.deny)
+
+
+def bad_header(headers: dict[str, str]) -> GatewayError | None:
+    """The error for a header value that holds a control character, if one does."""
+    bad = forwarding.bad_value(headers)
+    if bad is None:
+        return None
+    return GatewayError(
+        400,
+        f"header {clip(bad, 60)} holds a control character (CR, LF, NUL or the like)",
+        code="invalid_header",
+    )
 
 
 def _too_large(size: int, limit: int) -> GatewayError:

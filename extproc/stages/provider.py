@@ -27,7 +27,7 @@ from ..state import Attempt, RequestState
 from ..translate import AttemptContext, Exchange, exchange_for
 from ..translate.exchange import Mode
 from . import ending
-from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, error_response
+from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, bad_header, error_response, header_filter
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,11 @@ class ProviderStream:
                 state.api.error_style,
             )
         self.model_name = model.name
+        # The policy stage saw only the headers its steps read: the app's
+        # others meet the forwarding allow-list here.
+        bad = bad_header(headers)
+        if bad is not None:
+            return error_response(bad, state.api.error_style)
         self.exchange = exchange_for(
             AttemptContext(
                 client_api=state.api,
@@ -229,7 +234,7 @@ class ProviderStream:
                 capture_text=_capture_text(self.gw, state.plan.route),
             )
         )
-        return self._replace_request(state, self.exchange)
+        return self._replace_request(state, self.exchange, headers)
 
     def _auth_headers(self, state: RequestState) -> dict[str, str]:
         ring = self.gw.keys.get(self.provider.name)
@@ -245,7 +250,9 @@ class ProviderStream:
             }
         return {"authorization": f"Bearer {key}"}
 
-    def _replace_request(self, state: RequestState, exchange: Exchange) -> pb.ProcessingResponse:
+    def _replace_request(
+        self, state: RequestState, exchange: Exchange, headers: dict[str, str]
+    ) -> pb.ProcessingResponse:
         """This attempt's request, whole, in the reply to its headers (one message an attempt).
 
         CONTINUE_AND_REPLACE: Envoy drops the body it holds (the client's, or
@@ -293,6 +300,8 @@ class ProviderStream:
             set_headers.update(tracing.attempt_headers(state, self.attempt))
             if "tracestate" not in set_headers:
                 remove.append("tracestate")
+        unlisted = header_filter(self.gw.config.forward_headers).removals(headers)
+        remove.extend(n for n in unlisted if n not in set_headers and n not in remove)
         resp = pb.ProcessingResponse()
         common = resp.request_headers.response
         common.status = pb.CommonResponse.CONTINUE_AND_REPLACE

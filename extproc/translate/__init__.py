@@ -48,6 +48,12 @@ def refusal(
     return _PAIRS[(client_api, provider_api)].refusal(body, structured)
 
 
+def can_refuse(client_api: ClientApi, provider_api: ProviderApi) -> bool:
+    """Whether this pair may refuse a request it can otherwise carry (``refusal``)."""
+    pair = _PAIRS.get((client_api, provider_api))
+    return pair is not None and pair.refusal.__func__ is not Exchange.refusal.__func__  # type: ignore[attr-defined]
+
+
 def exchange_for(ctx: AttemptContext) -> Exchange:
     if (
         ctx.client_api is ClientApi.OPENAI_RESPONSES

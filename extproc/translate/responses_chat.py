@@ -213,7 +213,8 @@ def messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         elif kind == "function_call":
             call = _call(item, param)
             last = out[-1] if out else None
-            if last is not None and last["role"] == "assistant" and sources[-1] != "instructions":
+            if last is not None and last["role"] == "assistant":
+                # The calls of one turn join it, as chat puts them in one message.
                 last.setdefault("tool_calls", []).append(call)
                 if last.get("content") == "":
                     last["content"] = None

@@ -267,6 +267,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return int(bench_main(args))
 
 
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .audit.verify_cli import run_verify
+
+    return run_verify(
+        args.files, partial=args.partial, key_env=args.key_env, key_file=args.key_file
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidegate", description=DESCRIPTION, formatter_class=_HelpFormatter
@@ -422,6 +430,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ports", default="80", help="comma list of TCP ports to capture")
     p.set_defaults(func=_cmd_capture)
 
+    audit = command(sub, "audit", "work with the audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="COMMAND"
+    )
+    p = command(
+        audit,
+        "verify",
+        "check the hash chain of an audit log across its rotated files; exit 0 when intact, "
+        "1 naming each edited, deleted, inserted or reordered record, 2 when a file or the "
+        "chain key cannot be read",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="the log's files, in any order")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="accept a log that begins mid-chain (a part of a log, copied out)",
+    )
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--key-env", help="the chain key (audit.chain_key) is in this variable")
+    key.add_argument("--key-file", help="the chain key (audit.chain_key) is in this file")
+    p.set_defaults(func=_cmd_audit_verify)
+
     p = command(sub, "fake-provider", "a local provider that speaks the real wire format")
     p.add_argument(
         "--api", choices=["openai", "anthropic"], required=True, help="the wire format to speak"
@@ -452,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="quotas",
         action="store_false",
         help="skip the gateway with quotas counted in memory",
+    )
+    p.add_argument(
+        "--no-audit",
+        dest="audit",
+        action="store_false",
+        help="skip the gateway with the durable audit log (a file, fsynced per response)",
     )
     p.add_argument(
         "--no-telemetry",

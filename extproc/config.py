@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import forwarding
+from .audit.config import AuditConfig, parse_audit_config
 from .model_names import ModelNames, parse_model_names
 from .quota.config import QuotaConfig, parse_quota_config
 from .telemetry.config import TelemetryConfig, parse_telemetry_config
@@ -263,6 +264,7 @@ class GatewayConfig:
     extproc_socket: str | None = None
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     forward_headers: ForwardHeaders = field(default_factory=ForwardHeaders)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     model_names: ModelNames = field(default_factory=lambda: ModelNames({}, ()))
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
@@ -604,6 +606,7 @@ _TOP_FIELDS = [
     "state",
     "tokenizer",
     "forward_headers",
+    "audit",
     "model_names",
     "telemetry",
 ]
@@ -713,6 +716,7 @@ def parse_config(doc: Any) -> GatewayConfig:
         extproc_socket=x_r.child("socket").opt_string(),
         quota=parse_quota_config(root, routes, _parse_key),
         forward_headers=_parse_forward_headers(root),
+        audit=parse_audit_config(root, routes),
         model_names=parse_model_names(root, routes),
         telemetry=parse_telemetry_config(root, routes),
     )

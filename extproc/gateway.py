@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import model_list, model_list_anthropic, pipeline
+from .audit.audit_log import AuditLog, read_chain_key
 from .config import ConfigError, GatewayConfig
 from .keys import KeyRing
 from .quota.enforcer import QuotaEnforcer
@@ -55,11 +56,19 @@ class Gateway:
         self.redis: RedisStore | None = None
         # Replaced by a reload: each closes itself once its last reservation settles.
         self._retired: list[RedisStore] = []
+        # Configured with each config; its sinks open when the server starts.
+        self.audit = AuditLog()
+        self.telemetry.count_audit_lost(self.audit.lost)
         # What the completion listeners read of each request's record beyond
         # the basics (pipeline.Needs): the stages fill in only that.
         self.record_needs = pipeline.Needs.NOTHING
         self.reload(config)
         self.requests.listeners.extend(pipeline.completion_listeners(self))
+        # Listeners that hold a response's end until they are done (the durable audit log).
+        listeners = self.requests.listeners
+        self.requests.before_end.extend(
+            hook for listener in listeners if (hook := getattr(listener, "ending", None))
+        )
         self._update_needs()
 
     def prepare(self, config: GatewayConfig) -> Prepared:
@@ -92,6 +101,7 @@ class Gateway:
             )
         except TokenizerError as e:
             raise ConfigError("tokenizer", str(e)) from None
+        read_chain_key(config.audit.chain_key)  # a key that cannot be read refuses the config
         return Prepared(config, quotas, redis)
 
     def reload(self, config: GatewayConfig) -> None:
@@ -130,10 +140,12 @@ class Gateway:
         self.models_body = model_list.list_body(config)
         self.anthropic_model_cards = model_list_anthropic.cards(config)
         self.anthropic_models_body = model_list_anthropic.list_body(config)
+        self.audit.configure(config.audit)
         self._update_needs()  # a listener's needs may follow the config
 
     async def close(self) -> None:
-        """Finish reconciliations and close connections to shared state."""
+        """Finish reconciliations and close connections to shared state; write the last records."""
+        await self.audit.close()
         for store in [*self._retired, *([self.redis] if self.redis else [])]:
             await store.close()
         self._retired.clear()

@@ -18,7 +18,7 @@ the outcome's error type, wall-clock times) is computed by whoever reads it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +118,10 @@ class RequestState:
     finish_reasons: tuple[str, ...] = ()
     # A streamed response's first bytes went to the client (time to first token).
     first_token: float | None = None
+    # The response as the client got it, kept (up to a bound) when a listener
+    # records content for this route (``audit.content``); its full size in bytes.
+    response_content: bytearray | None = None
+    response_bytes: int = 0
     # The answer's text, kept only for a route that records content (bounded).
     output_text: str | None = None
 
@@ -164,6 +168,9 @@ class RequestTable:
         self._items: dict[str, RequestState] = {}
         self.limit = limit
         self.listeners: list[Callable[[RequestState], None]] = []
+        # Called just before the app gets the end of a response that sidegate
+        # sends or passes on (``ending``); what they return is awaited first.
+        self.before_end: list[Callable[[RequestState], Awaitable[object] | None]] = []
 
     @property
     def full(self) -> bool:
@@ -195,6 +202,15 @@ class RequestTable:
             return
         self._items.pop(state.id, None)
         self.complete(state)
+
+    def ending(self, state: RequestState) -> list[Awaitable[object]]:
+        """The app is about to get the end of ``state``'s response: what must finish first.
+
+        The durable audit log's write (``audit.listener``); a stage awaits
+        these before it sends the last body chunk, the trailers, an error or
+        a refusal.
+        """
+        return [w for hook in self.before_end if (w := hook(state)) is not None]
 
     def complete(self, state: RequestState) -> None:
         """Hand ``state`` to the completion listeners: once per request, refusals included."""

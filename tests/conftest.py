@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from extproc.devtools.fake_provider import FakeProvider
 from tests.harness import GatewayProcess, env_keys
 from tests.redisd import RedisServer, require_redis
+from tests.secret_scan import PRODUCED, LogCollector
 
 KEYS = {
     "SG_TEST_OA_KEY": "sk-test-oa-secret",
@@ -17,6 +19,21 @@ KEYS = {
     "SG_TEST_AN_KEY": "sk-ant-test-an-secret",
     "SG_TEST_BN_KEY": "sk-ant-test-bn-secret",
 }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The scan for keys runs last: it reads what every other test produced."""
+    items.sort(key=lambda item: item.path.name == "test_no_secrets.py")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _produced() -> Iterator[None]:
+    """Collect every log record the suite emits, for ``test_no_secrets``."""
+    PRODUCED.keys.update(KEYS.values())
+    collector = LogCollector()
+    logging.getLogger().addHandler(collector)
+    yield
+    logging.getLogger().removeHandler(collector)
 
 
 @pytest.fixture(autouse=True)

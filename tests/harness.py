@@ -23,6 +23,7 @@ from extproc.runner import find_envoy
 from extproc.stages.server import start_server
 from extproc.state import RequestState
 from extproc.telemetry import Telemetry
+from tests.secret_scan import PRODUCED
 
 
 def wait_until(
@@ -52,6 +53,8 @@ class GatewayProcess:
         (self.workdir / "sidegate.yaml").write_text(yaml.safe_dump(doc))
         self.config: GatewayConfig = parse_config(doc)
         self.gateway = Gateway(self.config, telemetry=telemetry)
+        # The keys this gateway uses: the suite's logs, spans and audit records must hold none.
+        PRODUCED.keys.update(k for ring in self.gateway.keys.values() for k in ring.values())
         self.completed: list[RequestState] = []
         self.gateway.on_complete(self.completed.append)
         self.socket = str(self.workdir / "extproc.sock")
@@ -122,6 +125,7 @@ class GatewayProcess:
         if self.envoy is not None:
             self.envoy.terminate()
             self.envoy.wait(10)
+            PRODUCED.file("log", "envoy", self.log)
         if self._thread is not None:
             asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(5)
             asyncio.run_coroutine_threadsafe(self.gateway.close(), self.loop).result(10)

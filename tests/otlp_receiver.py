@@ -33,6 +33,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tra
 from opentelemetry.proto.common.v1 import common_pb2
 
 from tests.harness import free_port
+from tests.secret_scan import PRODUCED
 
 
 def value_of(v: common_pb2.AnyValue) -> Any:
@@ -185,6 +186,8 @@ class OtlpReceiver:
         with self._lock:
             self.received.calls["traces"] += 1
             self.received.spans.extend(spans)
+        # Every span the suite exports is scanned for keys (test_no_secrets).
+        PRODUCED.text("span", "an OTLP receiver", str(req), len(spans))
 
     def take_metrics(self, req: metrics_pb.ExportMetricsServiceRequest) -> None:
         self._wait_open()
@@ -235,6 +238,7 @@ class OtlpReceiver:
         with self._lock:
             self.received.calls["logs"] += 1
             self.received.logs.extend(records)
+        PRODUCED.text("audit", "an OTLP receiver's log records", str(req), len(records))
 
     # -- reading --
 

@@ -23,7 +23,7 @@ def test_bench_measures_every_target(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     rows = {(r["target"], r["stream"]): r for r in json.loads(out.read_text())["results"]}
-    targets = ("direct", "envoy", "sidegate", "+telemetry")
+    targets = ("direct", "envoy", "sidegate", "+telemetry", "+audit", "+telemetry +audit")
     assert set(rows) == {(t, s) for t in targets for s in (False, True)}
     for row in rows.values():
         assert row["requests"] >= 40 and row["p50_ms"] > 0
@@ -42,3 +42,5 @@ def test_bench_measures_every_target(tmp_path: Path) -> None:
     assert rows[("envoy", False)]["messages_per_req"] is None
     shape = EXPECTED["openai_passthrough"]
     assert sidegate["messages_per_req"] == sum(n for per in shape.values() for n in per.values())
+    # The audit log adds no message: its record rides on the replies already sent.
+    assert rows[("+audit", False)]["messages_per_req"] == sidegate["messages_per_req"]

@@ -28,6 +28,7 @@ def test_the_order_is_one_list() -> None:
         "Validate",
         "CountTokens",
         "Route",
+        "AuditGate",
         "ResponsesState",
         "IdentifyCaller",
         "AdmitQuotas",

@@ -401,6 +401,16 @@ def main(args: argparse.Namespace) -> int:
             sink_url = f"http://127.0.0.1:{sink_port}"
             telemetry = {"export": {"endpoint": sink_url, "protocol": "grpc"}}
             gateways.append(("+telemetry", _free_port(), {**base, "telemetry": telemetry}))
+        if args.audit:
+            # The durable audit log: each record written and fsynced (on this
+            # machine's disk) before its response ends.
+            audit = {"file": {"path": str(workdir / "audit" / "audit.jsonl")}}
+            gateways.append(("+audit", _free_port(), {**base, "audit": audit}))
+            if args.telemetry:
+                # A log of its own: one process writes a log at a time (a lock).
+                audit = {"file": {"path": str(workdir / "audit-telemetry" / "audit.jsonl")}}
+                both = {**base, "telemetry": telemetry, "audit": audit}
+                gateways.append(("+telemetry +audit", _free_port(), both))
         if args.redis_url:
             redis_state = {"redis": {"url": args.redis_url, "key_prefix": "sidegate-bench:"}}
             gateways.append(
@@ -475,7 +485,7 @@ def main(args: argparse.Namespace) -> int:
             "fake provider RSS MiB": round(_rss_mib(procs[0].pid), 1),
         }
         for name, proc, _ in running[1:]:
-            what = "OpenTelemetry SDK loaded" if name == "+telemetry" else "tiktoken loaded"
+            what = "OpenTelemetry SDK loaded" if "+telemetry" in name else "tiktoken loaded"
             memory[f"{name} ext_proc (python, {what}) RSS MiB"] = round(
                 _rss_mib(proc.pid), 1
             )

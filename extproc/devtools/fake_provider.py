@@ -19,6 +19,7 @@ make the first provider fail and the fallback succeed::
     x-fake-fault-<name>: stall=5                  # no byte for 5 s
     x-fake-fault-<name>: reset_after=2            # RST after 2 SSE events (0: before headers)
     x-fake-fault-<name>: chunk_delay=0.2          # 200 ms between SSE events
+    x-fake-fault-<name>: end_delay=1              # 1 s from the last SSE event to the body's end
     x-fake-fault-<name>: error_event=overloaded_error   # Anthropic SSE error mid-stream
     x-fake-fault-<name>: cache_read=100,cache_creation=20
     x-fake-fault-<name>: status=503,only_model=gpt-4o   # only requests for that model id
@@ -77,6 +78,7 @@ class Faults:
     stall: float = 0.0
     reset_after: int = -1
     chunk_delay: float = 0.0
+    end_delay: float = 0.0
     error_event: str | None = None
     cache_read: int = 0
     cache_creation: int = 0
@@ -104,6 +106,8 @@ class Faults:
                 f.reset_after = int(v)
             elif key == "chunk_delay":
                 f.chunk_delay = float(v)
+            elif key == "end_delay":
+                f.end_delay = float(v)
             elif key == "error_event":
                 f.error_event = v
             elif key == "only_model":
@@ -866,6 +870,8 @@ class FakeProvider:
             if f.chunk_delay and i:
                 await asyncio.sleep(f.chunk_delay)
             await self._chunk(writer, event, f.write_size)
+        if f.end_delay:
+            await asyncio.sleep(f.end_delay)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True

@@ -3,10 +3,11 @@
 ::
 
     request steps (policy stage, once per request; any may answer at once)
-        validate → count tokens → route → responses state → identify caller → admit quotas
+        validate → count tokens → route → audit gate → responses state → identify caller
+        → admit quotas
     completion listeners (once the last stage is done with the request,
     refusals included: each reads the request's record, ``state.RequestState``)
-        settle quotas → record telemetry (spans, metrics)
+        settle quotas → record telemetry (spans, metrics) → audit record
 
 A feature is one module here plus one entry in ``REQUEST_STEPS`` or
 ``COMPLETION`` (as Starlette's ``build_middleware_stack`` lists its
@@ -25,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from ..audit.gate import AuditGate
+from ..audit.listener import AuditRecords
 from ..state import RequestState
 from ..telemetry.listener import RecordTelemetry
 from .admit import AdmitQuotas
@@ -64,6 +67,7 @@ REQUEST_STEPS: tuple[type[Step], ...] = (
     Validate,
     CountTokens,
     Route,
+    AuditGate,
     ResponsesState,
     IdentifyCaller,
     AdmitQuotas,
@@ -71,6 +75,7 @@ REQUEST_STEPS: tuple[type[Step], ...] = (
 COMPLETION: tuple[Callable[[Gateway], Listener], ...] = (
     SettleQuotas,
     RecordTelemetry,
+    AuditRecords,
 )
 
 

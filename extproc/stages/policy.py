@@ -22,7 +22,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -38,6 +38,7 @@ from ..pipeline import Answer, RequestContext, request_steps, unknown_model
 from ..pipeline.record import answered_by, answered_details, client_path, trace_context, unrouted
 from ..quota.config import Identity
 from ..state import Answered, RequestState
+from . import ending
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class PolicyStream:
         self.started_wall = time.time()
         self.ctx: RequestContext | None = None
         self.answered: Answered | None = None
+        self.record: RequestState | None = None  # made when an answer ends the request
 
     async def handle(self, req: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
@@ -333,18 +335,35 @@ class PolicyStream:
         self.answered = Answered(500, "internal_error")
         return [error_response(internal(self.request_id), style)]
 
+    def end_wait(
+        self, req: pb.ProcessingRequest, out: list[pb.ProcessingResponse]
+    ) -> float | None:
+        """How long the reply ``out`` may wait for ``ending`` (an answer in place of a response)."""
+        return ending.ends(req, out)
+
+    def ending(self) -> list[Awaitable[object]]:
+        """A refusal or answer is about to go out: what it waits for (the durable audit record).
+
+        The request's record is made now, so the listeners' view at the end
+        and at completion is the same one.
+        """
+        if self.state is not None:
+            return self.gw.requests.ending(self.state)
+        self.record = self._unrouted()
+        return self.gw.requests.ending(self.record)
+
+    def _unrouted(self) -> RequestState:
+        api = self.endpoint.api if self.endpoint else None
+        return unrouted(
+            self.gw, self.headers, api, self.ctx, self.answered, self.started, self.started_wall
+        )
+
     def close(self) -> None:
         if self.state is not None:
             self.gw.requests.release(self.state)
         elif self.headers:
             # Answered here (or left before an answer): the listeners see it too.
-            api = self.endpoint.api if self.endpoint else None
-            self.gw.requests.complete(
-                unrouted(
-                    self.gw, self.headers, api, self.ctx, self.answered,
-                    self.started, self.started_wall,
-                )
-            )
+            self.gw.requests.complete(self.record or self._unrouted())
 
 
 @functools.lru_cache(maxsize=4)

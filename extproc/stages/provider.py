@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from ..apis import ErrorStyle
+from ..apis import ClientApi, ErrorStyle
 from ..config import Provider, ProviderApi
 from ..errors import GatewayError, internal, render, render_stream_event
 from ..gateway import Gateway
@@ -25,6 +26,7 @@ from ..scrub import ACCOUNT_HEADERS, Scrubber
 from ..state import Attempt, RequestState
 from ..translate import AttemptContext, Exchange, exchange_for
 from ..translate.exchange import Mode
+from . import ending
 from .policy import ANTHROPIC_CLIENT_HEADERS, REQUEST_ID, bad_header, error_response, header_filter
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,18 @@ AUTH_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 # Headers that mean something to one provider API only (openai-organization
 # and openai-project never get this far: see ``forwarding``).
 OPENAI_ONLY = ("openai-beta",)
+# The event that ends a stream for the app's SDK, which stops reading there
+# (before the body's end): in the durable mode the chunk carrying it waits for
+# the request's audit record (``stages.ending``).
+STREAM_END: dict[ClientApi, tuple[bytes, ...]] = {
+    ClientApi.OPENAI_CHAT: (b"data: [DONE]",),
+    ClientApi.ANTHROPIC_MESSAGES: (b"event: message_stop",),
+    ClientApi.OPENAI_RESPONSES: (
+        b"event: response.completed",
+        b"event: response.incomplete",
+        b"event: response.failed",
+    ),
+}
 # Body bytes per streamed_response message. Envoy's reference keeps these at
 # 64 KiB or less; a larger one, or a burst of them, is what crosses the
 # downstream buffer's high watermark in one go (see README, "Large responses").
@@ -71,6 +85,8 @@ class ProviderStream:
         self._headers_out = False  # the response status went to the client
         self._body_out = False  # and some of its body
         self._scrub = Scrubber(())
+        self._keep = 0  # bytes of the response kept for its record (audit.content)
+        self._stream_end = False  # this message's reply carries the stream's last event
 
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         which = req.WhichOneof("request")
@@ -102,6 +118,43 @@ class ProviderStream:
     @property
     def request_id(self) -> str:
         return self.state.id if self.state is not None else ""
+
+    def _ends_stream(self, out: bytes) -> bool:
+        exchange, state = self.exchange, self.state
+        if exchange is None or state is None or exchange.mode is not Mode.STREAM or self._finished:
+            return False
+        markers = STREAM_END.get(state.api, ()) if state.api is not None else ()
+        return any(marker in out for marker in markers)
+
+    def end_wait(self, req: pb.ProcessingRequest, out: list[pb.ProcessingResponse]) -> float | None:
+        """How long the reply ``out`` may wait for ``ending``, if it ends the app's response."""
+        limit = ending.ends(req, out)
+        if limit is None and self._stream_end:
+            limit = ending.STREAM_WAIT
+        self._stream_end = False
+        return limit
+
+    def ending(self) -> list[Awaitable[object]]:
+        """This reply ends the attempt's response: what it waits for (the durable audit record).
+
+        Only when the app surely gets it: Envoy may still retry a response of
+        a retriable status (it decides after this stage has seen it whole),
+        and such a request is recorded when it completes instead.
+        """
+        # The bootstrap imports this module: its retry policy is read late.
+        from ..envoy.bootstrap import RETRIABLE_STATUS
+
+        state, exchange = self.state, self.exchange
+        if state is None or state.plan is None:
+            return []
+        if (
+            self._headers_out
+            and exchange is not None
+            and exchange.status in RETRIABLE_STATUS
+            and len(state.attempts) <= state.plan.retries
+        ):
+            return []
+        return self.gw.requests.ending(state)
 
     def fail(self, which: str | None) -> list[pb.ProcessingResponse]:
         """The answer after handling ``which`` raised: the caller's error, then the end.
@@ -272,6 +325,7 @@ class ProviderStream:
             resp.response_headers.response.header_mutation.CopyFrom(mutation({}, remove))
             return resp
         status = int(headers.get(":status", "0") or 0)
+        self._keep_content()
         attempt = self.attempt
         if attempt is not None:
             attempt.responded = time.monotonic()
@@ -329,9 +383,15 @@ class ProviderStream:
         out = self._scrub.feed(out)
         if eos:
             out += self._scrub.flush()
+        if self._keep:
+            self._kept(out)
         attempt = self.attempt
         if out and attempt is not None and attempt.first_chunk is None:
             attempt.first_chunk = time.monotonic()
+        if not eos and self._ends_stream(out):
+            # The app's SDK is done at this event: the request's outcome is known.
+            self._finish_attempt()
+            self._stream_end = True
         if not out and not eos:
             return []  # full duplex: nothing to send yet
         return _streamed(out, eos)
@@ -342,9 +402,30 @@ class ProviderStream:
             tail = self.exchange.finish()
             self._finish_attempt()
         tail = self._scrub.feed(tail) + self._scrub.flush()
+        if self._keep:
+            self._kept(tail)
         out = _streamed(tail, False) if tail else []
         out.append(_trailers())
         return out
+
+    def _keep_content(self) -> None:
+        """Keep this attempt's response for the request's record, if its route records content."""
+        state = self.state
+        if state is None or state.plan is None:
+            return
+        self._keep = self.gw.audit.content_limit(state.plan.route)
+        if self._keep:
+            state.response_content = bytearray()
+            state.response_bytes = 0
+
+    def _kept(self, out: bytes) -> None:
+        state = self.state
+        if state is None or state.response_content is None:
+            return
+        state.response_bytes += len(out)
+        room = self._keep - len(state.response_content)
+        if room > 0:
+            state.response_content += out[:room]
 
     def close(self) -> None:
         if self.state is None:

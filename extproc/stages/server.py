@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from ..gateway import Gateway
-from . import health_service, stats_service
+from . import ending, health_service, stats_service
 from .policy import PolicyStream
 from .provider import ProviderStream
 
@@ -40,6 +40,12 @@ class _Stream(Protocol):
     def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]: ...
 
     def fail(self, which: str | None) -> list[pb.ProcessingResponse]: ...
+
+    def end_wait(
+        self, req: pb.ProcessingRequest, out: list[pb.ProcessingResponse]
+    ) -> float | None: ...
+
+    def ending(self) -> list[Awaitable[object]]: ...
 
     def close(self) -> None: ...
 
@@ -81,11 +87,16 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                         # Two messages a request, and it may wait on quota state
                         # (and say so to Envoy before it does): an async generator.
                         async for resp in stream.handle(req):
+                            if (limit := ending.wait_for(req, resp)) is not None:
+                                await ending.hold(stream.ending(), limit)
                             yield resp
                     else:
                         # The provider stage answers each body chunk at once: no
-                        # awaits to pay for.
-                        for resp in stream.handle(req):
+                        # awaits to pay for, but at the response's end.
+                        out = stream.handle(req)
+                        if (limit := stream.end_wait(req, out)) is not None:
+                            await ending.hold(stream.ending(), limit)
+                        for resp in out:
                             yield resp
                 except Exception as e:
                     # A bug or an input no check foresaw: never a dead stream
@@ -93,7 +104,10 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     # the caller's format.
                     _log_failure(stage, stream.request_id, which, e)
                     self.gw.telemetry.extproc_error(kind)
-                    for resp in stream.fail(which):
+                    out = stream.fail(which)
+                    if (limit := stream.end_wait(req, out)) is not None:
+                        await ending.hold(stream.ending(), limit)
+                    for resp in out:
                         yield resp
         finally:
             stream.close()
@@ -146,6 +160,8 @@ async def start_server(gateway: Gateway, socket_path: str) -> grpc.aio.Server:
         os.replace(bound, path)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+    # Before the first request: a sink that cannot open follows audit.on_failure from then on.
+    await gateway.audit.start()
     await server.start()
     log.info("ext_proc listening on unix:%s", path)
     return server

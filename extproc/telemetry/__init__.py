@@ -75,6 +75,11 @@ class Telemetry:
         if self.metrics is not None:
             self.metrics.in_flight = in_flight
 
+    def count_audit_lost(self, lost: Callable[[], dict[str, int]]) -> None:
+        """Report ``lost()`` (records lost, by audit sink) as a counter."""
+        if self.metrics is not None:
+            self.metrics.audit_lost = lost
+
     def extproc_error(self, stage: str) -> None:
         if self.metrics is not None:
             self.metrics.extproc_error(stage)

@@ -59,6 +59,7 @@ class Metrics:
         self.names = names
         # Requests being served: the gateway's request table, once there is one.
         self.in_flight: Callable[[], int] = lambda: 0
+        self.audit_lost: Callable[[], dict[str, int]] = dict
         self.provider = MeterProvider(resource=resource, metric_readers=list(readers))
         m = self.provider.get_meter("sidegate", __version__)
 
@@ -148,6 +149,16 @@ class Metrics:
             callbacks=[observe(lambda: self.in_flight())],
             unit="{request}",
             description="Requests being served.",
+        )
+        m.create_observable_counter(
+            "sidegate.audit.records.lost",
+            callbacks=[
+                lambda _options: [
+                    Observation(n, {"sink": sink}) for sink, n in self.audit_lost().items()
+                ]
+            ],
+            unit="{record}",
+            description="Audit records a sink could not take (a full disk, say), by sink.",
         )
         m.create_observable_counter(
             "sidegate.telemetry.spans.dropped",

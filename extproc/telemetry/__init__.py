@@ -172,21 +172,12 @@ def _otlp_reader(config: TelemetryConfig, env: os._Environ[str] | dict[str, str]
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     from .config import Protocol
-    from .destinations import endpoint_for, protocol_for
+    from .destinations import exporter_args
 
-    export = config.export
-    protocol = protocol_for(export, "METRICS", env)
-    endpoint = endpoint_for(export, protocol, "/v1/metrics")
-    kwargs: dict[str, Any] = {}
-    if endpoint is not None:
-        kwargs["endpoint"] = endpoint
-    if export.timeout is not None:
-        kwargs["timeout"] = export.timeout
+    protocol, kwargs = exporter_args(config.export, "METRICS", "/v1/metrics", env)
     if protocol is Protocol.GRPC:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        if endpoint is not None and endpoint.startswith("http://"):
-            kwargs["insecure"] = True
         exporter: Any = OTLPMetricExporter(**kwargs)
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (

@@ -6,6 +6,7 @@ No SDK import here: ``start`` decides from this whether to load the SDK at all.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .config import Export, Protocol
 
@@ -44,3 +45,23 @@ def endpoint_for(export: Export, protocol: Protocol, path: str) -> str | None:
     if protocol is Protocol.HTTP:
         return export.endpoint.rstrip("/") + path
     return export.endpoint
+
+
+def exporter_args(
+    export: Export, signal: str, path: str, env: os._Environ[str] | dict[str, str]
+) -> tuple[Protocol, dict[str, Any]]:
+    """The protocol and the OTLP exporter's keyword arguments for ``signal`` (TRACES, METRICS).
+
+    Unset arguments are left to the exporter, which reads the standard
+    variables itself; a plain-HTTP gRPC endpoint is insecure, as the env's is.
+    """
+    protocol = protocol_for(export, signal, env)
+    endpoint = endpoint_for(export, protocol, path)
+    kwargs: dict[str, Any] = {}
+    if endpoint is not None:
+        kwargs["endpoint"] = endpoint
+        if protocol is Protocol.GRPC and endpoint.startswith("http://"):
+            kwargs["insecure"] = True
+    if export.timeout is not None:
+        kwargs["timeout"] = export.timeout
+    return protocol, kwargs

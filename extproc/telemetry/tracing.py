@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -39,7 +39,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .. import __version__
 from . import attributes, content
 from .config import SAMPLERS, Export, Protocol, TelemetryConfig, Traces
-from .destinations import endpoint_for, protocol_for
+from .destinations import exporter_args
 from .semconv import Names
 
 if TYPE_CHECKING:
@@ -134,18 +134,10 @@ def sampler_for(traces: Traces, env: os._Environ[str] | dict[str, str] = os.envi
 
 
 def span_exporter(export: Export, env: os._Environ[str] | dict[str, str]) -> SpanExporter:
-    protocol = protocol_for(export, "TRACES", env)
-    endpoint = endpoint_for(export, protocol, "/v1/traces")
-    kwargs: dict[str, Any] = {}
-    if endpoint is not None:
-        kwargs["endpoint"] = endpoint
-    if export.timeout is not None:
-        kwargs["timeout"] = export.timeout
+    protocol, kwargs = exporter_args(export, "TRACES", "/v1/traces", env)
     if protocol is Protocol.GRPC:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        if endpoint is not None and endpoint.startswith("http://"):
-            kwargs["insecure"] = True
         return OTLPSpanExporter(**kwargs)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HTTPSpanExporter,

@@ -13,8 +13,12 @@ WORKDIR /src
 # pinned lock the tests install (scripts/test); all are binary wheels, so no
 # compiler is needed in either stage.
 COPY requirements/runtime.lock requirements/runtime.lock
+# (The second install: xds-protos ships an older copy of OpenTelemetry's protos
+# in the same package path; the real ones go back on top for OTLP export.)
 RUN python -m venv /opt/sidegate \
- && /opt/sidegate/bin/pip install --only-binary=:all: -r requirements/runtime.lock
+ && /opt/sidegate/bin/pip install --only-binary=:all: -r requirements/runtime.lock \
+ && /opt/sidegate/bin/pip install --only-binary=:all: --force-reinstall --no-deps \
+      -c requirements/runtime.lock opentelemetry-proto
 COPY pyproject.toml README.md ./
 COPY extproc ./extproc
 RUN /opt/sidegate/bin/pip install --no-deps . \

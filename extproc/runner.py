@@ -46,6 +46,7 @@ from .prometheus.endpoint import MetricsEndpoint
 from .prometheus.exposition import Exposition
 from .stages.server import install_event_loop_policy, start_server
 from .telemetry import start as start_telemetry
+from .telemetry.protos import ProtosOverwritten
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,12 @@ def _exposition(config: GatewayConfig, files: EnvoyFiles) -> Exposition | None:
 
 def _gateway(config: GatewayConfig, exposition: Exposition | None) -> Gateway:
     """The gateway, its MeterProvider reading into ``exposition`` too."""
-    telemetry = start_telemetry(
-        config.telemetry, metric_readers=[exposition.reader] if exposition else ()
-    )
+    try:
+        telemetry = start_telemetry(
+            config.telemetry, metric_readers=[exposition.reader] if exposition else ()
+        )
+    except ProtosOverwritten as e:
+        raise RunError(str(e)) from None
     gateway = Gateway(config, telemetry=telemetry)
     if exposition is not None and telemetry.metrics is None:
         exposition.without_instruments()  # telemetry is off: no MeterProvider to read

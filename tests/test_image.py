@@ -50,7 +50,13 @@ def test_dockerfile_installs_the_lock_and_nothing_else() -> None:
     assert re.search(r"pip install --only-binary=:all: -r requirements/runtime\.lock", build_runs)
     assert re.search(r"pip install --no-deps \.", build_runs), "the package must not pull deps"
     installs = re.findall(r"pip install[^&\n]*", build_runs)
-    assert len(installs) == 2, installs
+    # The third puts opentelemetry-proto's files back over xds-protos's older
+    # copy (same package path), pinned by the lock and without dependencies.
+    assert len(installs) == 3, installs
+    assert re.search(
+        r"--force-reinstall --no-deps\s+-c requirements/runtime\.lock opentelemetry-proto",
+        build_runs,
+    )
     # The final stage gets the venv, not a second resolution.
     assert "pip install" not in final
     assert "COPY --from=build /opt/sidegate /opt/sidegate" in final

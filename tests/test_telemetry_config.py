@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -166,3 +167,23 @@ def test_off_loads_nothing(telemetry: dict[str, Any]) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_stale_otel_protos_are_named_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """xds-protos's older copy of opentelemetry/proto on top: a clear error, not a dead thread."""
+    import types
+
+    from extproc.telemetry import protos
+
+    stale = types.ModuleType("opentelemetry.proto.common.v1.common_pb2")
+    monkeypatch.setitem(sys.modules, "opentelemetry.proto.common.v1.common_pb2", stale)
+    package = importlib.import_module("opentelemetry.proto.common.v1")
+    monkeypatch.setattr(package, "common_pb2", stale, raising=False)
+    with pytest.raises(protos.ProtosOverwritten, match="--force-reinstall --no-deps"):
+        protos.check()
+
+
+def test_the_installed_otel_protos_are_the_real_ones() -> None:
+    from extproc.telemetry import protos
+
+    protos.check()

@@ -40,6 +40,12 @@ def _exporter(cfg: config.OtlpSink) -> Any:
             "audit.otlp.protocol",
             f"the OTLP {cfg.protocol.value} exporter is not installed ({e.name})",
         ) from None
+    from ..telemetry import protos
+
+    try:
+        protos.check()
+    except protos.ProtosOverwritten as e:
+        raise ConfigError("audit.otlp", str(e)) from None
     endpoint = cfg.endpoint
     if (
         endpoint

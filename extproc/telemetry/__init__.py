@@ -133,6 +133,10 @@ def start(
     pushed = config.metrics.enabled and exports("METRICS", config.export, env)
     if not traced and not (config.metrics.enabled and (readers or pushed)):
         return Telemetry()  # nothing would read what is recorded: load nothing
+    if traced or pushed:
+        from . import protos
+
+        protos.check()
     from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 
     from .. import __version__

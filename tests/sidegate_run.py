@@ -15,25 +15,11 @@ import yaml
 from tests.harness import free_port, wait_until
 
 
-class SidegateRun:
-    """``sidegate run --ready-port``; its output is kept so a failure can show it."""
+class CollectedOutput:
+    """A child process whose output is collected as it comes, so a test can wait on it."""
 
-    def __init__(self, tmp_path: Path, doc: dict[str, Any], ready_port: int | None = None) -> None:
-        cfg = tmp_path / "sidegate.yaml"
-        cfg.write_text(yaml.safe_dump(doc))
-        self.ready_file = tmp_path / "ready"
-        self.port, self.ready_port = free_port(), ready_port or free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "extproc.cli", "run", "-c", str(cfg),
-                "--port", str(self.port), "--ready-port", str(self.ready_port),
-                "--ready-file", str(self.ready_file),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "TMPDIR": str(tmp_path)},
-        )
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -46,6 +32,28 @@ class SidegateRun:
     @property
     def output(self) -> str:
         return "".join(self.lines)
+
+
+class SidegateRun(CollectedOutput):
+    """``sidegate run --ready-port``; its output is kept so a failure can show it."""
+
+    def __init__(self, tmp_path: Path, doc: dict[str, Any], ready_port: int | None = None) -> None:
+        cfg = tmp_path / "sidegate.yaml"
+        cfg.write_text(yaml.safe_dump(doc))
+        self.ready_file = tmp_path / "ready"
+        self.port, self.ready_port = free_port(), ready_port or free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "extproc.cli", "run", "-c", str(cfg),
+                "--port", str(self.port), "--ready-port", str(self.ready_port),
+                "--ready-file", str(self.ready_file),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+        )
+        super().__init__(proc)
 
     def wait_ready(self) -> SidegateRun:
         def ready() -> bool:

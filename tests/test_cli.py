@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from extproc.cli import build_parser
 from extproc.devtools.fake_provider import FakeProvider
 from tests.conftest import gateway_doc
 from tests.harness import free_port, wait_until
+from tests.sidegate_run import CollectedOutput
 
 
 def _start(
@@ -40,23 +40,8 @@ def _start(
     return proc, ready.read_text().split()[0]
 
 
-class Running:
+class Running(CollectedOutput):
     """``sidegate run`` as a child; its output is collected as it comes, so a test can wait on it."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
 
     def wait_for(self, text: str, timeout: float = 15.0) -> None:
         wait_until(lambda: text in self.output, f"{text!r} in the output of sidegate run", timeout)
